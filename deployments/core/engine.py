@@ -1,0 +1,202 @@
+"""The engine: every configured style loaded once, run on batches of same-shaped images.
+
+Pixels go in and out as uint8 (N, H, W, 3) arrays. That layout *is* channels_last for the
+network, so no copy is made on the way in or out. The precision is fp32 or bf16; `auto` picks
+bf16 only where this CPU runs it faster and its output stays within the quality gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import AnimeGANError, StyleNotReady, UnknownStyle, WeightsError
+from .network import MIN_SIDE, Generator
+from .settings import Precision, Settings
+from .weights import ProgressHook, ensure, load_state_dict, registry
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MIN_PSNR_DB = 40.0
+GATE_SIDE = 192  # side of the picture the precision gate times and compares on
+
+
+@dataclass(frozen=True)
+class StyleStatus:
+    """What `/v1/styles` and `weights list` report about one style."""
+
+    name: str
+    description: str
+    ready: bool
+    verified: bool = False
+    sha1: str | None = None
+    error: str | None = None
+
+
+class Engine:
+    """Loaded styles and the one way to run them."""
+
+    def __init__(
+        self,
+        networks: Mapping[str, Generator],
+        *,
+        precision: str,
+        statuses: Mapping[str, StyleStatus] | None = None,
+        precision_reason: str = "",
+    ) -> None:
+        self.precision = precision
+        self.precision_reason = precision_reason
+        self.dtype = DTYPES[precision]
+        self.networks = {name: _prepare(net, self.dtype) for name, net in networks.items()}
+        self.statuses = dict(statuses) if statuses is not None else {
+            name: StyleStatus(name, "", ready=True) for name in networks
+        }
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings,
+        *,
+        progress: Callable[[str], ProgressHook | None] | None = None,
+    ) -> Engine:
+        """Fetch and load every configured style; one style failing leaves the others serving."""
+        if settings.threads is not None:
+            torch.set_num_threads(settings.threads)
+        networks: dict[str, Generator] = {}
+        statuses: dict[str, StyleStatus] = {}
+        for name, spec in registry(settings).items():
+            try:
+                weights = ensure(
+                    spec,
+                    settings.weights_dir,
+                    timeout_s=settings.download_timeout_s,
+                    progress=progress(name) if progress else None,
+                )
+                networks[name] = build_network(load_state_dict(weights), style=name)
+            except AnimeGANError as exc:
+                log.error("style %s is not ready: %s", name, exc.message)
+                statuses[name] = StyleStatus(name, spec.description, ready=False, error=exc.message)
+                continue
+            statuses[name] = StyleStatus(
+                name, spec.description, ready=True, verified=weights.verified, sha1=weights.sha1
+            )
+        precision, reason = choose_precision(settings.precision, next(iter(networks.values()), None))
+        log.info("precision %s: %s", precision, reason)
+        engine = cls(networks, precision=precision, statuses=statuses, precision_reason=reason)
+        engine.warm_up(settings.default_size)
+        return engine
+
+    @property
+    def ready_styles(self) -> list[str]:
+        return list(self.networks)
+
+    def run(self, style: str, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Stylize same-shaped (H, W, 3) uint8 images with one style; same shapes come back."""
+        network = self.networks.get(style)
+        if network is None:
+            status = self.statuses.get(style)
+            if status is None:
+                raise UnknownStyle(f"unknown style {style!r}")
+            raise StyleNotReady(f"style {style!r} is not ready: {status.error}")
+        batch = torch.from_numpy(np.stack(images))  # (N, H, W, 3) uint8
+        with torch.inference_mode():
+            out = stylize_tensor(network, batch.permute(0, 3, 1, 2), self.dtype)
+        pixels = out.permute(0, 2, 3, 1).numpy()  # contiguous: `out` is channels_last
+        return list(pixels)
+
+    def warm_up(self, side: int) -> None:
+        """Run each style once so the first request pays no one-off set-up cost."""
+        picture = gate_picture(side)
+        for style in self.networks:
+            self.run(style, [picture])
+
+
+def build_network(state_dict: Mapping[str, torch.Tensor], *, style: str = "") -> Generator:
+    """A Generator holding exactly these weights (strict: every key present, none extra)."""
+    network = Generator()
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first_line = str(exc).splitlines()[0]
+        raise WeightsError(
+            f"style {style!r}: the weights are not an AnimeGANv2 generator ({first_line})"
+        ) from exc
+    return network
+
+
+def _prepare(network: Generator, dtype: torch.dtype) -> Generator:
+    network = network.eval().requires_grad_(False)
+    return network.to(dtype=dtype, memory_format=torch.channels_last)
+
+
+def stylize_tensor(network: Generator, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> uint8 (N, 3, H, W) with the reference port's pre/post-processing."""
+    height, width = images.shape[-2:]
+    x = images.float().mul_(2 / 255).sub_(1).to(dtype)  # x / 255 * 2 - 1
+    if height < MIN_SIDE or width < MIN_SIDE:
+        # Too small for the network's reflection pads: grow by edge replication, crop after.
+        x = F.pad(x, (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height)), mode="replicate")
+    y = network(x)[..., :height, :width]
+    return y.float().clamp_(-1, 1).mul_(127.5).add_(127.5).round_().to(torch.uint8)
+
+
+def choose_precision(requested: Precision, network: Generator | None) -> tuple[str, str]:
+    """Resolve `auto` by timing fp32 against bf16 and checking bf16's PSNR against fp32."""
+    if requested != "auto":
+        return requested, f"{requested} requested by settings"
+    if network is None:
+        return "fp32", "no style loaded to measure with"
+    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "fp32", "this CPU has no native bf16"
+    picture = torch.from_numpy(gate_picture(GATE_SIDE)[None]).permute(0, 3, 1, 2)
+    outputs, seconds = {}, {}
+    for name, dtype in DTYPES.items():
+        candidate = _prepare(_copy(network), dtype)
+        with torch.inference_mode():
+            stylize_tensor(candidate, picture, dtype)  # first call builds kernels; not timed
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                outputs[name] = stylize_tensor(candidate, picture, dtype)
+                times.append(time.perf_counter() - start)
+        seconds[name] = sorted(times)[1]
+    quality = psnr(outputs["fp32"].numpy(), outputs["bf16"].numpy())
+    measured = (
+        f"bf16 {seconds['bf16'] * 1e3:.0f} ms vs fp32 {seconds['fp32'] * 1e3:.0f} ms "
+        f"at {GATE_SIDE} px, PSNR {quality:.1f} dB (gate {MIN_PSNR_DB:.0f} dB)"
+    )
+    if quality < MIN_PSNR_DB:
+        return "fp32", f"bf16 fails the quality gate: {measured}"
+    if seconds["bf16"] >= seconds["fp32"]:
+        return "fp32", f"bf16 is not faster here: {measured}"
+    return "bf16", f"bf16 is {seconds['fp32'] / seconds['bf16']:.1f}x faster and passes: {measured}"
+
+
+def _copy(network: Generator) -> Generator:
+    clone = Generator()
+    clone.load_state_dict(network.state_dict())
+    return clone
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 images, in dB (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def gate_picture(side: int) -> np.ndarray:
+    """A fixed (side, side, 3) uint8 picture with gradients, edges and texture."""
+    ramp = np.linspace(0.0, 1.0, side)
+    yy, xx = np.meshgrid(ramp, ramp, indexing="ij")
+    disc = ((yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.08).astype(np.float64)
+    texture = np.random.default_rng(0).random((side, side))
+    channels = (xx, 0.6 * yy + 0.4 * disc, 0.5 * texture + 0.5 * (1 - xx) * yy)
+    return np.rint(np.stack(channels, axis=-1) * 255).astype(np.uint8)

@@ -1,0 +1,64 @@
+"""Every refusal animegan-serve makes, as a type with a stable code and an HTTP status.
+
+    AnimeGANError
+    ├── InvalidImage        400 invalid_image       bytes that claim to be an image but are broken
+    ├── BadParameter        400 bad_parameter       a request option out of range or unknown
+    ├── UnknownStyle        404 unknown_style       a style that is not configured
+    ├── TooLarge            413 too_large           over the byte or pixel limits
+    ├── UnsupportedFormat   415 unsupported_format  not an image format we decode
+    ├── StyleNotReady       503 style_not_ready     configured, but its weights failed to load
+    └── WeightsError        500 weights_unavailable weights missing, unreadable or failing their pin
+
+The HTTP layer maps them to responses in one place; the CLI prints `code: message`.
+"""
+
+from __future__ import annotations
+
+
+class AnimeGANError(Exception):
+    """Base class: `code` is stable for clients, `message` is for people."""
+
+    code = "internal"
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidImage(AnimeGANError):
+    code = "invalid_image"
+    http_status = 400
+
+
+class BadParameter(AnimeGANError):
+    code = "bad_parameter"
+    http_status = 400
+
+
+class UnknownStyle(AnimeGANError):
+    code = "unknown_style"
+    http_status = 404
+
+
+class TooLarge(AnimeGANError):
+    code = "too_large"
+    http_status = 413
+
+
+class UnsupportedFormat(AnimeGANError):
+    code = "unsupported_format"
+    http_status = 415
+
+
+class StyleNotReady(AnimeGANError):
+    code = "style_not_ready"
+    http_status = 503
+
+
+class WeightsError(AnimeGANError):
+    code = "weights_unavailable"
+    http_status = 500

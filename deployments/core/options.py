@@ -1,0 +1,100 @@
+"""The options of one stylize request, validated and normalized against the settings.
+
+Normalizing matters for caching: two requests that mean the same thing (quality given for a
+PNG, `size` above the image's own size) must produce the same options and so the same key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import get_args
+
+from .errors import BadParameter, UnknownStyle
+from .settings import Crop, OutputFormat, Settings
+
+PARAMETERS = ("style", "size", "crop", "format", "quality")
+
+
+@dataclass(frozen=True)
+class StylizeOptions:
+    """What to do with one image: which style, how big, which crop, which output encoding."""
+
+    style: str
+    size: int
+    crop: Crop
+    format: OutputFormat
+    quality: int | None  # None for PNG, which is lossless
+
+    @classmethod
+    def parse(cls, params: Mapping[str, object], settings: Settings) -> StylizeOptions:
+        """Options from request parameters (strings or values); unknown names are refused."""
+        unknown = sorted(set(params) - set(PARAMETERS))
+        if unknown:
+            raise BadParameter(
+                f"unknown parameter {unknown[0]!r}; the parameters are {', '.join(PARAMETERS)}"
+            )
+        return cls.build(
+            settings,
+            style=_text(params, "style"),
+            size=_integer(params, "size"),
+            crop=_text(params, "crop"),
+            format=_text(params, "format"),
+            quality=_integer(params, "quality"),
+        )
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        style: str | None = None,
+        size: int | None = None,
+        crop: str | None = None,
+        format: str | None = None,
+        quality: int | None = None,
+    ) -> StylizeOptions:
+        """Validated options; None means the setting's default."""
+        style = settings.default_style if style is None else style
+        if style not in settings.styles:
+            raise UnknownStyle(
+                f"unknown style {style[:64]!r}; the styles are {', '.join(settings.styles)}"
+            )
+        size = settings.default_size if size is None else size
+        if not settings.min_size <= size <= settings.max_size:
+            raise BadParameter(
+                f"size must be between {settings.min_size} and {settings.max_size} pixels, not {size}"
+            )
+        crop = crop or "none"
+        if crop not in get_args(Crop):
+            raise BadParameter(f"crop must be one of {', '.join(get_args(Crop))}, not {crop[:32]!r}")
+        format = (format or settings.default_format).lower()
+        format = "jpeg" if format == "jpg" else format
+        if format not in get_args(OutputFormat):
+            raise BadParameter(
+                f"format must be one of {', '.join(get_args(OutputFormat))}, not {format[:32]!r}"
+            )
+        if format == "png":
+            quality = None
+        else:
+            quality = settings.default_quality if quality is None else quality
+            if not 1 <= quality <= 100:
+                raise BadParameter(f"quality must be between 1 and 100, not {quality}")
+        return cls(style=style, size=size, crop=crop, format=format, quality=quality)  # type: ignore[arg-type]
+
+
+def _text(params: Mapping[str, object], name: str) -> str | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _integer(params: Mapping[str, object], name: str) -> int | None:
+    value = _text(params, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadParameter(f"{name} must be a whole number, not {value[:32]!r}") from None

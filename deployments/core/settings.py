@@ -1,0 +1,96 @@
+"""The one settings model: every option with its default, each overridable by `ANIMEGAN_<NAME>`.
+
+The CLI builds it from the environment; the Serve application fills it from its `args`
+(environment variables still win over nothing but the defaults: see `Settings.from_args`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+Precision = Literal["auto", "fp32", "bf16"]
+OutputFormat = Literal["png", "jpeg", "webp"]
+Crop = Literal["none", "square"]
+
+OFFICIAL_STYLES = ("celeba_distill", "face_paint_512_v1", "face_paint_512_v2", "paprika")
+
+
+class CustomStyle(BaseModel):
+    """A style beyond the official four: where its weights are, and optionally their pin."""
+
+    source: str = Field(description="Local path or http(s) URL of a state_dict file.")
+    sha1: str | None = Field(default=None, description="Git blob SHA-1 pin of the file.")
+    description: str = "Custom style."
+
+
+class Settings(BaseSettings):
+    """Every option of animegan-serve."""
+
+    model_config = SettingsConfigDict(env_prefix="ANIMEGAN_", extra="forbid")
+
+    # Styles and weights
+    styles: list[str] = Field(default_factory=lambda: list(OFFICIAL_STYLES))
+    default_style: str = "face_paint_512_v2"
+    custom_styles: dict[str, CustomStyle] = Field(default_factory=dict)
+    weights_dir: Path = Path("~/.cache/animegan-serve/weights")
+    download_timeout_s: float = 60.0
+
+    # Engine
+    precision: Precision = "auto"
+    threads: int | None = Field(default=None, ge=1, description="torch threads; None keeps torch's.")
+
+    # Input limits, checked before a full decode
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    max_pixels: int = Field(default=50_000_000, ge=1)
+
+    # Output
+    default_size: int = Field(default=512, ge=1)
+    min_size: int = Field(default=16, ge=1)
+    max_size: int = Field(default=1024, ge=1)
+    default_format: OutputFormat = "png"
+    default_quality: int = Field(default=90, ge=1, le=100)
+    png_compress_level: int = Field(default=1, ge=0, le=9)
+
+    # Cache (Serve application)
+    cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    cache_ttl_s: float | None = Field(default=None, gt=0)
+    local_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+
+    # Batching and deadlines (Serve application)
+    max_batch_size: int = Field(default=8, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("weights_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        known = set(OFFICIAL_STYLES) | set(self.custom_styles)
+        unknown = [name for name in self.styles if name not in known]
+        if unknown:
+            raise ValueError(
+                f"styles {unknown} are neither official ({', '.join(OFFICIAL_STYLES)}) "
+                "nor listed in custom_styles"
+            )
+        if not self.styles:
+            raise ValueError("styles must name at least one style")
+        if self.default_style not in self.styles:
+            if "default_style" in self.model_fields_set:
+                raise ValueError(f"default_style {self.default_style!r} is not in styles {self.styles}")
+            self.default_style = self.styles[0]
+        if not self.min_size <= self.default_size <= self.max_size:
+            raise ValueError("default_size must lie between min_size and max_size")
+        return self
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None = None) -> Settings:
+        """Settings from a dict (Serve `args`), with `ANIMEGAN_*` variables taking precedence."""
+        from_env = EnvSettingsSource(cls)()
+        return cls(**{k: v for k, v in (args or {}).items() if k not in from_env})

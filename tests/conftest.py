@@ -1,0 +1,117 @@
+"""Shared fixtures: seeded weights on disk, real photos, a local HTTP file server."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployments.core.settings import OFFICIAL_STYLES, Settings
+from deployments.core.weights import write_seeded
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
+
+
+@pytest.fixture(scope="session")
+def seeded_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All four official styles as seeded stand-ins (seeds 0..3)."""
+    folder = tmp_path_factory.mktemp("weights")
+    write_seeded(folder, list(OFFICIAL_STYLES))
+    return folder
+
+
+@pytest.fixture
+def settings(seeded_weights_dir: Path) -> Settings:
+    return Settings(weights_dir=seeded_weights_dir, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def photo_bytes() -> bytes:
+    """A real photograph when ../shared is beside the checkout, else a made-up picture."""
+    photo = SHARED_PHOTOS / "kimono-street.jpg"
+    if photo.is_file():
+        return photo.read_bytes()
+    return jpeg_bytes(smooth_picture(640, 427))
+
+
+def smooth_picture(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic (H, W, 3) uint8 picture with gradients and a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / (width + height)], -1)
+    noisy = base * 220 + rng.normal(0, 8, base.shape) + 16
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(pixels: np.ndarray, **save: object) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=92, **save)
+    return out.getvalue()
+
+
+def png_bytes(image: Image.Image, **save: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG", **save)
+    return out.getvalue()
+
+
+class FileServer:
+    """A real HTTP server on 127.0.0.1 serving bytes by path; `cut` paths stop half-way."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.cut: set[str] = set()
+        files, cut = self.files, self.cut
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                body = files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in cut:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FileServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see the defaults, not whatever ANIMEGAN_* the developer's shell exports."""
+    import os
+
+    for name in [n for n in os.environ if n.startswith("ANIMEGAN_")]:
+        monkeypatch.delenv(name)

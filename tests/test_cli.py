@@ -1,0 +1,133 @@
+"""The `animegan-serve` console script, run for real as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployments.core import imaging, weights
+from deployments.core.settings import Settings
+from tests.conftest import FileServer, jpeg_bytes, smooth_picture
+from tests.reference import reference_stylize
+
+SCRIPT = Path(sys.executable).with_name("animegan-serve")
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANIMEGAN_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
+
+
+@pytest.fixture
+def inputs(tmp_path: Path, photo_bytes: bytes) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "photo.jpg").write_bytes(photo_bytes)
+    (folder / "small.jpg").write_bytes(jpeg_bytes(smooth_picture(96, 64)))
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return folder
+
+
+def test_stylize_local_matches_the_reference_port_in_fp32(
+    inputs: Path, tmp_path: Path, seeded_weights_dir: Path
+) -> None:
+    out = tmp_path / "out"
+    result = cli(
+        "stylize", str(inputs / "photo.jpg"), "--output-dir", str(out), "--style", "paprika",
+        "--size", "256", "--local",
+        env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir), "ANIMEGAN_PRECISION": "fp32"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "1 written" in result.stderr
+    written = np.asarray(Image.open(out / "photo.png"))
+    settings = Settings()
+    prepared = imaging.load((inputs / "photo.jpg").read_bytes(), size=256, crop="none",
+                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    state = weights.load_state_dict(weights.inspect(weights.OFFICIAL["paprika"], seeded_weights_dir))
+    expected = reference_stylize(state, prepared)
+    assert written.shape == expected.shape
+    assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_stylize_a_folder_writes_the_good_files_and_names_each_bad_one(
+    inputs: Path, tmp_path: Path, seeded_weights_dir: Path
+) -> None:
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (inputs / "text.jpg").write_text("hello")
+    out = tmp_path / "out"
+    result = cli(
+        "stylize", str(inputs), "--output-dir", str(out), "--size", "64", "--format", "jpeg",
+        "--local", env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)},
+    )
+    assert result.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == ["photo.jpg", "small.jpg"]
+    reasons = [line for line in result.stderr.splitlines() if line.startswith(str(inputs))]
+    assert sorted(reasons) == [
+        f"{inputs / 'broken.png'}: invalid_image: the data starts like a PNG file but is not readable",
+        f"{inputs / 'text.jpg'}: unsupported_format: not an image format we read; "
+        "send JPEG, PNG, WebP, GIF, BMP or TIFF",
+    ]
+    assert "2 written" in result.stderr and "2 failed" in result.stderr
+
+
+def test_stylize_refuses_bad_options_before_loading_anything(inputs: Path, tmp_path: Path) -> None:
+    result = cli("stylize", str(inputs), "-o", str(tmp_path), "--style", "nope", "--local")
+    assert result.returncode == 2
+    assert "unknown style 'nope'" in result.stderr
+
+
+def test_weights_fetch_downloads_a_custom_style_and_verify_checks_pins(tmp_path: Path) -> None:
+    data = (tmp_path / "src.pt")
+    weights.write_seeded(tmp_path, ["src"])
+    body = data.read_bytes()
+    with FileServer() as server:
+        server.files["/mine.pt"] = body
+        env = {
+            "ANIMEGAN_WEIGHTS_DIR": str(tmp_path / "weights"),
+            "ANIMEGAN_STYLES": '["mine"]',
+            "ANIMEGAN_CUSTOM_STYLES": json.dumps(
+                {"mine": {"source": server.url + "/mine.pt", "sha1": weights.git_blob_sha1(body)}}
+            ),
+        }
+        assert "missing" in cli("weights", "list", env=env).stdout
+        fetched = cli("weights", "fetch", env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "weights" / "mine.pt").read_bytes() == body
+    verified = cli("weights", "verify", env=env)
+    assert verified.returncode == 0 and verified.stdout.strip() == "mine: verified"
+
+
+def test_weights_verify_fails_on_files_that_do_not_match_their_pins(seeded_weights_dir: Path) -> None:
+    result = cli("weights", "verify", env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)})
+    assert result.returncode == 1
+    assert "paprika: UNVERIFIED" in result.stdout
+
+
+def test_weights_seed_writes_loadable_stand_ins(tmp_path: Path) -> None:
+    result = cli("weights", "seed", "paprika", env={"ANIMEGAN_WEIGHTS_DIR": str(tmp_path)})
+    assert result.returncode == 0 and "seeded stand-in" in result.stdout
+    found = weights.inspect(weights.OFFICIAL["paprika"], tmp_path)
+    assert weights.load_state_dict(found).keys() == weights.seeded_state_dict(0).keys()
+
+
+def test_the_ray_free_core_imports_without_ray() -> None:
+    code = (
+        "import sys; import deployments.core.engine, deployments.core.imaging, "
+        "deployments.core.options, deployments.cli; assert 'ray' not in sys.modules"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_the_console_script_is_installed() -> None:
+    assert SCRIPT.exists() or shutil.which("animegan-serve")
