@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from deployments.core.settings import OFFICIAL_STYLES, Settings
@@ -115,3 +119,74 @@ def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for name in [n for n in os.environ if n.startswith("ANIMEGAN_")]:
         monkeypatch.delenv(name)
+
+
+# -- a real Ray cluster with the real application ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """The `animegan` app deployed on the session's local cluster, as serve_config.yaml says."""
+
+    url: str
+    weights_dir: Path
+
+
+SERVICE_ARGS = {
+    "precision": "fp32",  # so outputs can be compared with the reference port
+    "max_upload_bytes": 4 * 1024 * 1024,
+    "request_timeout_s": 30,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deploy_from_config(config_path: Path, *, port: int, args: dict) -> None:
+    """Deploy the app with the deployment options and args of `config_path`, on `port`."""
+    from ray import serve
+
+    from deployments.app import APP_NAME, compose
+    from deployments.core.settings import Settings
+
+    config = yaml.safe_load(config_path.read_text())
+    (app,) = config["applications"]
+    options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]}
+    settings = Settings.from_args({**app.get("args", {}), **args})
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(compose(settings, deployment_options=options), name=APP_NAME, route_prefix="/")
+
+
+@pytest.fixture(scope="session")
+def service(seeded_weights_dir: Path) -> Iterator[Service]:
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)}})
+    port = free_port()
+    try:
+        deploy_from_config(ROOT / "serve_config.yaml", port=port, args=SERVICE_ARGS)
+        service = Service(f"http://127.0.0.1:{port}", seeded_weights_dir)
+        wait_healthy(service.url)
+        yield service
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_healthy(url: str, timeout_s: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not become healthy in {timeout_s} s")

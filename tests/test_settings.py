@@ -60,3 +60,9 @@ def test_serve_args_fill_the_model_but_the_environment_wins(monkeypatch: pytest.
 def test_invalid_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValidationError):
         Settings(**bad)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`{name}`" not in readme]
+    assert missing == []

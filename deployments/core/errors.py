@@ -6,7 +6,9 @@
     ├── UnknownStyle        404 unknown_style       a style that is not configured
     ├── TooLarge            413 too_large           over the byte or pixel limits
     ├── UnsupportedFormat   415 unsupported_format  not an image format we decode
+    ├── Overloaded          503 overloaded          the service sheds load; retry later
     ├── StyleNotReady       503 style_not_ready     configured, but its weights failed to load
+    ├── Timeout             504 timeout             the request's deadline passed
     └── WeightsError        500 weights_unavailable weights missing, unreadable or failing their pin
 
 The HTTP layer maps them to responses in one place; the CLI prints `code: message`.
@@ -54,6 +56,16 @@ class UnsupportedFormat(AnimeGANError):
     http_status = 415
 
 
+class Overloaded(AnimeGANError):
+    code = "overloaded"
+    http_status = 503
+
+
+class Timeout(AnimeGANError):
+    code = "timeout"
+    http_status = 504
+
+
 class StyleNotReady(AnimeGANError):
     code = "style_not_ready"
     http_status = 503
@@ -62,3 +74,11 @@ class StyleNotReady(AnimeGANError):
 class WeightsError(AnimeGANError):
     code = "weights_unavailable"
     http_status = 500
+
+
+def error_from_code(code: str, message: str) -> AnimeGANError:
+    """Rebuild a typed error that crossed a process boundary as (code, message)."""
+    for kind in AnimeGANError.__subclasses__():
+        if kind.code == code:
+            return kind(message)
+    return AnimeGANError(message)

@@ -56,10 +56,7 @@ def decode(
     crop: Crop = "none",
 ) -> Image.Image:
     """An upright RGB image from encoded bytes; `size`/`crop` let JPEGs decode at reduced scale."""
-    if not data:
-        raise InvalidImage("the upload is empty; send the image file's bytes")
-    if len(data) > max_bytes:
-        raise TooLarge(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
+    check_size(data, max_bytes=max_bytes)
     image = _open(data, max_pixels=max_pixels)
     width, height = image.size
     if width * height > max_pixels:
@@ -74,6 +71,14 @@ def decode(
         return _to_rgb(image)
     except Exception as exc:  # decoders of hostile bytes fail in many ways, all "broken image"
         raise InvalidImage(f"the {image.format} image could not be decoded ({exc})") from exc
+
+
+def check_size(data: bytes, *, max_bytes: int) -> None:
+    """The cheapest refusals: nothing sent, or more bytes than allowed."""
+    if not data:
+        raise InvalidImage("the upload is empty; send the image file's bytes")
+    if len(data) > max_bytes:
+        raise TooLarge(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
 
 
 def _open(data: bytes, *, max_pixels: int) -> Image.Image:

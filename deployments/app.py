@@ -1,0 +1,35 @@
+"""The Serve application `animegan`: Ingress -> StyleModel, wired once.
+
+`serve run serve_config.yaml` calls `build_app` with the config's `args` (any field of
+`Settings`). Settings are resolved here, environment included, and handed to every replica,
+so `ANIMEGAN_*` variables of the shell that deploys apply cluster-wide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from .core.settings import Settings
+from .ingress import Ingress
+from .model import StyleModel
+
+APP_NAME = "animegan"
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The builder `serve run` calls; a bad option fails the deploy with its reason."""
+    return compose(Settings.from_args(args))
+
+
+def compose(
+    settings: Settings,
+    *,
+    deployment_options: dict[str, dict[str, Any]] | None = None,
+) -> Application:
+    """The application graph, with optional per-deployment options (as in serve_config.yaml)."""
+    options = deployment_options or {}
+    resolved = settings.model_dump(mode="json")
+    model = StyleModel.options(**options.get("StyleModel", {})).bind(resolved)
+    return Ingress.options(**options.get("Ingress", {})).bind(model, resolved)

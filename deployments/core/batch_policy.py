@@ -1,0 +1,75 @@
+"""How big the next batch may be, from the queue depth and this hardware's measured curve.
+
+On a CPU a bigger batch often costs *more* per image (activations fall out of cache); on a
+GPU it costs less. So the policy keeps the measured time per image for each batch size,
+normalized per megapixel so different picture sizes share one curve, and caps batches at
+the largest size whose per-image time is not worse than the best. Below the cap, the batch
+is as big as the queue: a lone request runs at once, never waiting for company.
+
+The curve drifts (other load, thermal limits), so sizes judged too slow slowly regain
+credit with every batch observed and are eventually tried again by real traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    max_batch_size: int
+    wait_timeout_s: float
+
+
+class BatchPolicy:
+    """Learned batch cap plus queue-depth sizing; plain Python, no Ray."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        wait_timeout_s: float,
+        tolerance: float = 0.05,
+        smoothing: float = 0.2,
+        forgiveness: float = 0.01,
+    ) -> None:
+        self.limit = limit
+        self.wait_timeout_s = wait_timeout_s
+        self.tolerance = tolerance  # "not worse" allows this much noise
+        self.smoothing = smoothing  # weight of a new observation in the running average
+        self.forgiveness = forgiveness  # share of its gap to the best a slow size regains per batch
+        self.seconds_per_mp: dict[int, float] = {}
+
+    def observe(self, batch_size: int, seconds: float, megapixels: float) -> None:
+        """Fold one real (or start-up) batch's time into the curve."""
+        per_image = seconds / max(megapixels, 1e-9)
+        previous = self.seconds_per_mp.get(batch_size)
+        self.seconds_per_mp[batch_size] = (
+            per_image if previous is None else previous + self.smoothing * (per_image - previous)
+        )
+        best = min(self.seconds_per_mp.values())
+        for size, value in self.seconds_per_mp.items():
+            if size != batch_size:
+                self.seconds_per_mp[size] = value - self.forgiveness * (value - best)
+
+    @property
+    def cap(self) -> int:
+        """The largest measured batch size whose per-image time is within tolerance of the best."""
+        if not self.seconds_per_mp:
+            return 1
+        best = min(self.seconds_per_mp.values())
+        good = [n for n, t in self.seconds_per_mp.items() if t <= best * (1 + self.tolerance)]
+        return min(max(good), self.limit)
+
+    def decide(self, queue_depth: int) -> BatchDecision:
+        """Batch settings for a replica with `queue_depth` requests waiting or running."""
+        if queue_depth <= 1:
+            return BatchDecision(1, 0.0)
+        return BatchDecision(min(queue_depth, self.cap), self.wait_timeout_s)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "cap": self.cap,
+            "limit": self.limit,
+            "seconds_per_megapixel": {str(n): round(t, 5) for n, t in sorted(self.seconds_per_mp.items())},
+        }

@@ -1,0 +1,22 @@
+"""The cache key: what makes two requests the same request.
+
+SHA-256 over the image bytes, the normalized options and the identity (git blob SHA-1) of
+the style's weights. Results are content-addressed, so a key never needs invalidating:
+new weights give new keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .options import StylizeOptions
+
+KEY_VERSION = b"animegan-serve/1"  # bump when the pipeline's output changes for the same input
+
+
+def cache_key(image: bytes, options: StylizeOptions, weights_sha1: str) -> str:
+    digest = hashlib.sha256(KEY_VERSION)
+    described = f"{weights_sha1}|{options.style}|{options.size}|{options.crop}|{options.format}|{options.quality}"
+    digest.update(described.encode())
+    digest.update(hashlib.sha256(image).digest())
+    return digest.hexdigest()

@@ -1,0 +1,127 @@
+"""The HTTP face of the ingress: routes, upload parsing, and the one place errors become JSON."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Message
+
+from .core.errors import AnimeGANError, BadParameter, TooLarge
+from .core.imaging import MEDIA_TYPES
+from .core.options import StylizeOptions
+
+if TYPE_CHECKING:
+    from .ingress import Ingress
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
+TRANSFORM_SIZE = 256  # what the seed service's /transform produced
+
+
+def build_http_app(ingress: Ingress) -> Starlette:
+    """Routes bound to one ingress replica."""
+    settings = ingress.settings
+
+    async def stylize(request: Request) -> Response:
+        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
+        result = await ingress.process(image, StylizeOptions.parse(params, settings))
+        return Response(
+            result.body,
+            media_type=MEDIA_TYPES[result.options.format],
+            headers={"ETag": f'"{result.key}"', "X-Cache": result.cache, "X-Style": result.options.style},
+        )
+
+    async def transform(request: Request) -> Response:
+        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise BadParameter("send the image as multipart/form-data in the field 'image'")
+        options = StylizeOptions.parse({"size": TRANSFORM_SIZE, **params, "format": "png"}, settings)
+        result = await ingress.process(image, options)
+        return JSONResponse({"image_base64": result.body.hex()})  # hex, as the seed service sent
+
+    async def styles(request: Request) -> Response:
+        listed = await ingress.styles()
+        return JSONResponse(
+            [{k: s[k] for k in ("name", "description", "ready", "verified")} for s in listed]
+        )
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(await ingress.stats())
+
+    async def healthz(request: Request) -> Response:
+        ready = [s["name"] for s in await ingress.styles(wait_s=2.0) if s["ready"]]
+        if ready:
+            return JSONResponse({"status": "ok", "ready_styles": ready})
+        return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
+
+    return Starlette(
+        routes=[
+            Route("/v1/stylize", stylize, methods=["POST"]),
+            Route("/v1/styles", styles, methods=["GET"]),
+            Route("/v1/stats", stats, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/transform", transform, methods=["POST"]),
+        ],
+        exception_handlers={
+            AnimeGANError: error_response,
+            HTTPException: http_error_response,
+        },
+    )
+
+
+async def read_upload(request: Request, *, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """(image bytes, parameters) from a raw body or a multipart form; the body is size-capped."""
+    content_type = request.headers.get("content-type", "")
+    limit = max_bytes + (MULTIPART_OVERHEAD if content_type.startswith("multipart/") else 0)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the upload is {int(declared):,} bytes; the limit is {max_bytes:,} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the upload is over the limit of {max_bytes:,} bytes")
+    params: dict[str, Any] = dict(request.query_params)
+    if not content_type.startswith("multipart/form-data"):
+        return bytes(body), params
+    return await _read_form(request, bytes(body), params)
+
+
+async def _read_form(
+    request: Request, body: bytes, params: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+    except MultiPartException as exc:
+        raise BadParameter(f"the multipart body is malformed ({exc.message})") from None
+    image = form.get("image")
+    if not isinstance(image, UploadFile):
+        raise BadParameter("the multipart form has no file field 'image'")
+    data = await image.read()
+    params.update({k: v for k, v in form.items() if k != "image" and isinstance(v, str)})
+    return data, params
+
+
+def error_response(request: Request, exc: Exception) -> Response:
+    """Every refusal, as `{"error": {"code", "message"}}` with its status."""
+    assert isinstance(exc, AnimeGANError)
+    headers = {"Retry-After": "2"} if exc.http_status == 503 else None
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+
+def http_error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+        headers=exc.headers,
+    )

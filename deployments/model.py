@@ -1,0 +1,160 @@
+"""The model deployment: every style loaded per replica, requests batched by `@serve.batch`.
+
+The batch size is re-decided as requests arrive and leave, from this replica's own queue
+depth (waiting + running) and the batch policy's learned cap; a lone request runs at once.
+Inference runs inline on the replica's event loop: that is what lets the next batch gather
+while this one computes (see NOTES: with a thread, batches stayed small).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+from ray.serve import metrics
+
+from .cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
+from .core.batch_policy import BatchPolicy
+from .core.engine import Engine, gate_picture
+from .core.settings import Settings
+
+log = logging.getLogger("ray.serve")
+
+CURVE_SIDE = 256  # pictures the start-up curve is measured on
+CURVE_SIZES = (1, 2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class StyleRequest:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    style: str
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=8,
+    max_queued_requests=64,
+    health_check_period_s=10,
+    health_check_timeout_s=60,  # a replica busy with a large batch is not dead
+)
+class StyleModel:
+    """Holds the engine; `stylize` is the only request method."""
+
+    def __init__(self, settings_args: dict[str, Any] | None = None) -> None:
+        settings = Settings.from_args(settings_args)
+        if settings.threads is None:  # as many torch threads as CPUs Ray gave this replica
+            cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+            settings = settings.model_copy(update={"threads": max(1, int(cpus))})
+        self.engine = Engine.load(settings)
+        self.policy = BatchPolicy(
+            limit=settings.max_batch_size, wait_timeout_s=settings.batch_wait_timeout_s
+        )
+        learn_curve(self.engine, self.policy)
+        log.info("batch curve %s", self.policy.snapshot())
+        self.queue_depth = 0
+        self.inferences = 0
+        self.batch_sizes: Counter[int] = Counter()
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self._cache_actor: ray.actor.ActorHandle | None = None
+        self._batch_size_metric = metrics.Histogram(
+            "animegan_batch_size", "Images per engine run.", boundaries=[1, 2, 4, 8, 16, 32]
+        )
+        self._latency_metric = metrics.Histogram(
+            "animegan_inference_ms", "Engine time per batch.", boundaries=[10, 50, 100, 250, 500, 1000, 5000]
+        )
+        self._depth_metric = metrics.Gauge("animegan_queue_depth", "Requests waiting or running.")
+        self._apply_policy()
+
+    async def stylize(self, pixels: np.ndarray, style: str) -> np.ndarray:
+        """One decoded picture in, its stylized pixels out (batched with its neighbours)."""
+        self.queue_depth += 1
+        self._apply_policy()
+        try:
+            result = await self._run_batch(StyleRequest(pixels, style))
+        finally:
+            self.queue_depth -= 1
+            self._apply_policy()
+            self._report()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
+    async def _run_batch(self, requests: list[StyleRequest]) -> list[np.ndarray | Exception]:
+        """Split into same-style, same-shape groups; one group's error stays in that group."""
+        groups: dict[tuple[str, tuple[int, ...]], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[(request.style, request.pixels.shape)].append(index)
+        results: list[np.ndarray | Exception] = [None] * len(requests)  # type: ignore[list-item]
+        for (style, shape), indices in groups.items():
+            start = time.perf_counter()
+            try:
+                outputs: list[Any] = self.engine.run(style, [requests[i].pixels for i in indices])
+            except Exception as exc:  # noqa: BLE001 - handed back to each caller of the group
+                outputs = [exc] * len(indices)
+            else:
+                self._record(len(indices), time.perf_counter() - start, shape)
+            for index, output in zip(indices, outputs):
+                results[index] = output
+        return results
+
+    def styles(self) -> list[dict[str, Any]]:
+        """Status of every configured style in this replica."""
+        return [vars(status) for status in self.engine.statuses.values()]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "inferences": self.inferences,
+            "batches": sum(self.batch_sizes.values()),
+            "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},
+            "queue_depth": self.queue_depth,
+            "precision": self.engine.precision,
+            "batch_policy": self.policy.snapshot(),
+        }
+
+    def _apply_policy(self) -> None:
+        decision = self.policy.decide(self.queue_depth)
+        self._run_batch.set_max_batch_size(decision.max_batch_size)
+        self._run_batch.set_batch_wait_timeout_s(decision.wait_timeout_s)
+        self._depth_metric.set(self.queue_depth)
+
+    def _record(self, size: int, seconds: float, shape: tuple[int, ...]) -> None:
+        self.inferences += size
+        self.batch_sizes[size] += 1
+        self.policy.observe(size, seconds, megapixels=size * shape[0] * shape[1] / 1e6)
+        self._batch_size_metric.observe(size)
+        self._latency_metric.observe(seconds * 1e3)
+
+    def _report(self) -> None:
+        """Push counters to the cache actor (fire and forget) so `/v1/stats` sees every replica."""
+        try:
+            if self._cache_actor is None:
+                self._cache_actor = ray.get_actor(CACHE_ACTOR_NAME, namespace=CACHE_NAMESPACE)
+            self._cache_actor.report.remote(self.replica, self.stats())
+        except (ValueError, ray.exceptions.RayError):
+            self._cache_actor = None  # not created yet, or gone: look it up again next time
+
+
+def learn_curve(engine: Engine, policy: BatchPolicy, *, side: int = CURVE_SIDE) -> None:
+    """Time batches of 1, 2, 4, ... until per-image time is clearly worse than the best."""
+    if not engine.ready_styles:
+        return
+    style, picture = engine.ready_styles[0], gate_picture(side)
+    megapixels = side * side / 1e6
+    best = float("inf")
+    for size in (n for n in CURVE_SIZES if n <= policy.limit):
+        batch = [picture] * size
+        engine.run(style, batch)  # first run of a shape builds kernels
+        start = time.perf_counter()
+        engine.run(style, batch)
+        per_image = (time.perf_counter() - start) / size
+        policy.observe(size, per_image * size, megapixels * size)
+        best = min(best, per_image)
+        if per_image > 1.25 * best:
+            break

@@ -1,0 +1,214 @@
+"""The `animegan` application on a real local Ray cluster, over real HTTP and real handles."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from deployments.core import imaging, weights
+from deployments.core.errors import InvalidImage, UnknownStyle, UnsupportedFormat
+from deployments.core.settings import Settings
+from tests.conftest import ROOT, Service, jpeg_bytes, smooth_picture
+from tests.reference import reference_stylize
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def unique_jpeg(seed: int, width: int = 96, height: int = 64) -> bytes:
+    return jpeg_bytes(smooth_picture(width, height, seed=seed))
+
+
+def post(service: Service, data: bytes, **params: object) -> httpx.Response:
+    return httpx.post(f"{service.url}/v1/stylize", content=data, params=params, timeout=60)
+
+
+def stats(service: Service) -> dict:
+    return httpx.get(f"{service.url}/v1/stats", timeout=10).json()
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+
+def test_healthz_is_ok_once_styles_are_ready(service: Service) -> None:
+    answer = httpx.get(f"{service.url}/healthz")
+    assert answer.status_code == 200 and answer.json()["status"] == "ok"
+
+
+def test_styles_lists_every_style_with_its_state(service: Service) -> None:
+    listed = httpx.get(f"{service.url}/v1/styles").json()
+    assert [s["name"] for s in listed] == Settings().styles
+    assert all(s["ready"] and not s["verified"] and s["description"] for s in listed)
+
+
+def test_a_miss_then_a_hit_with_the_documented_headers(service: Service) -> None:
+    image = unique_jpeg(1)
+    first = post(service, image, style="paprika", size=64)
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "image/png"
+    assert first.headers["x-cache"] == "miss" and first.headers["x-style"] == "paprika"
+    assert Image.open(io.BytesIO(first.content)).size == (64, 43)
+    second = post(service, image, style="paprika", size=64)
+    assert second.headers["x-cache"] == "hit"
+    assert second.headers["etag"] == first.headers["etag"]
+    assert second.content == first.content
+
+
+def test_fp32_output_matches_the_reference_port(service: Service, photo_bytes: bytes) -> None:
+    answer = post(service, photo_bytes, style="face_paint_512_v1", size=128)
+    assert answer.status_code == 200, answer.text
+    served = np.asarray(Image.open(io.BytesIO(answer.content)))
+    settings = Settings()
+    prepared = imaging.load(photo_bytes, size=128, crop="none",
+                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    found = weights.inspect(weights.OFFICIAL["face_paint_512_v1"], service.weights_dir)
+    expected = reference_stylize(weights.load_state_dict(found), prepared)
+    assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_multipart_uploads_take_parameters_as_form_fields(service: Service) -> None:
+    answer = httpx.post(
+        f"{service.url}/v1/stylize",
+        files={"image": ("x.jpg", unique_jpeg(2), "image/jpeg")},
+        data={"style": "celeba_distill", "size": "48", "crop": "square", "format": "jpeg", "quality": "70"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(answer.content)).size == (48, 48)
+
+
+def test_transform_keeps_the_seed_services_contract(service: Service) -> None:
+    answer = httpx.post(
+        f"{service.url}/transform", files={"image": ("a.jpg", unique_jpeg(3, 400, 300))}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    png = bytes.fromhex(answer.json()["image_base64"])
+    assert Image.open(io.BytesIO(png)).size == (256, 192)
+
+
+@pytest.mark.parametrize(
+    "body, params, status, code",
+    [
+        (b"", {}, 400, "invalid_image"),
+        (b"just some text", {}, 415, "unsupported_format"),
+        (jpeg_bytes(smooth_picture(200, 200))[:600], {}, 400, "invalid_image"),
+        (b"x" * (4 * 1024 * 1024 + 1), {}, 413, "too_large"),
+        (jpeg_bytes(smooth_picture(32, 32)), {"style": "../../etc/passwd"}, 404, "unknown_style"),
+        (jpeg_bytes(smooth_picture(32, 32)), {"size": "-1"}, 400, "bad_parameter"),
+        (jpeg_bytes(smooth_picture(32, 32)), {"format": "exe"}, 400, "bad_parameter"),
+        (jpeg_bytes(smooth_picture(32, 32)), {"quality": "500", "format": "jpeg"}, 400, "bad_parameter"),
+        (jpeg_bytes(smooth_picture(32, 32)), {"colour": "red"}, 400, "bad_parameter"),
+    ],
+)
+def test_bad_requests_get_their_json_error(
+    service: Service, body: bytes, params: dict, status: int, code: str
+) -> None:
+    answer = post(service, body, **params)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code
+    assert answer.json()["error"]["message"]
+
+
+def test_multipart_without_an_image_field_is_a_bad_parameter(service: Service) -> None:
+    answer = httpx.post(f"{service.url}/v1/stylize", files={"photo": ("a.jpg", b"123")})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_parameter"
+
+
+def test_unknown_routes_answer_json(service: Service) -> None:
+    answer = httpx.get(f"{service.url}/v2/nothing")
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+
+
+def test_bad_input_is_not_cached_and_a_good_request_follows(service: Service) -> None:
+    before = stats(service)["cache"]["entries"]
+    assert post(service, b"GIF89a-not-really").status_code == 400
+    assert post(service, b"GIF89a-not-really").status_code == 400
+    assert stats(service)["cache"]["entries"] == before
+    assert post(service, unique_jpeg(4), size=32).status_code == 200
+
+
+# -- in-flight coalescing and stats -------------------------------------------------------------
+
+
+def test_eight_identical_requests_in_flight_run_the_model_once(service: Service) -> None:
+    image = unique_jpeg(5, 512, 512)
+    before = stats(service)["model"]["inferences"]
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            send = lambda: client.post(f"{service.url}/v1/stylize", content=image,  # noqa: E731
+                                       params={"style": "paprika", "size": 512})
+            return await asyncio.gather(*(send() for _ in range(8)))
+
+    answers = asyncio.run(burst())
+    assert [a.status_code for a in answers] == [200] * 8
+    assert sorted(a.headers["x-cache"] for a in answers) == ["miss"] + ["shared"] * 7
+    assert len({a.content for a in answers}) == 1
+    assert stats(service)["model"]["inferences"] == before + 1
+
+
+def test_stats_reports_cache_model_and_batching(service: Service) -> None:
+    post(service, unique_jpeg(6), size=32)
+    report = stats(service)
+    assert {"entries", "bytes", "hits", "misses", "shared", "evictions"} <= set(report["cache"])
+    model = report["model"]
+    assert model["replicas"] >= 1 and model["inferences"] >= 1
+    assert sum(model["batch_sizes"].values()) == model["batches"]
+    assert all(cap >= 1 for cap in model["batch_caps"])
+    assert all(depth >= 0 for depth in model["queue_depths"])
+
+
+# -- the Python handle ------------------------------------------------------------------------
+
+
+def test_a_python_handle_gets_the_same_bytes_and_the_same_cache(service: Service) -> None:
+    from ray import serve
+
+    image = unique_jpeg(7)
+    over_http = post(service, image, style="paprika", size=48)
+    handle = serve.get_app_handle("animegan")
+    via_handle = handle.stylize.remote(image, style="paprika", size=48).result(timeout_s=60)
+    assert via_handle == over_http.content
+    jpeg = handle.stylize.remote(image, style="paprika", size=48, format="jpeg").result(timeout_s=60)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"image": b"not an image"}, UnsupportedFormat),
+        ({"image": b"\xff\xd8\xff\xe0 broken"}, InvalidImage),
+        ({"image": b"x", "style": "nope"}, UnknownStyle),
+    ],
+)
+def test_the_handle_raises_the_cores_typed_errors(
+    service: Service, kwargs: dict, error: type
+) -> None:
+    from ray import serve
+
+    with pytest.raises(error):
+        serve.get_app_handle("animegan").stylize.remote(**kwargs).result(timeout_s=60)
+
+
+def test_the_readme_example_of_a_second_app_runs(
+    service: Service, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ray import serve
+
+    readme = (ROOT / "README.md").read_text()
+    (example,) = re.findall(r"<!-- second-app -->\s*```python\n(.*?)```", readme, flags=re.S)
+    (tmp_path / "photo.jpg").write_bytes(unique_jpeg(8))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "readme_example"}
+    try:
+        exec(compile(example, "README.md", "exec"), namespace)
+    finally:
+        serve.delete("postcards")
+    assert Image.open(io.BytesIO(namespace["result"])).size == (96, 64)
