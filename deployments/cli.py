@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import httpx
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
@@ -25,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from .core import imaging, weights
-from .core.errors import AnimeGANError
+from .core.errors import AnimeGANError, Unreachable, error_from_code
 from .core.options import StylizeOptions
 from .core.settings import OFFICIAL_STYLES, Settings
 
@@ -188,6 +190,10 @@ class Job:
               help="Output format (default png).")
 @click.option("--quality", type=int, help="JPEG / WebP quality, 1-100 (default 90).")
 @click.option("--local", is_flag=True, help="Run the model in this process instead of a server.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="The animegan-serve server to send files to (ignored with --local).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1),
+              help="Files in flight at once (default: 4 to a server, 1 locally).")
 def stylize(
     inputs: tuple[Path, ...],
     output_dir: Path,
@@ -197,25 +203,28 @@ def stylize(
     format_: str | None,
     quality: int | None,
     local: bool,
+    url: str,
+    jobs: int | None,
 ) -> None:
     """Stylize image files and folders of images into OUTPUT_DIR.
 
-    Example: animegan-serve stylize photos/ --output-dir anime/ --style paprika --local
+    Example: animegan-serve stylize photos/ --output-dir anime/ --style paprika
     """
     settings = load_settings()
+    client = None if local else ServerClient(url)
+    if client is not None:  # the server's styles, not ours, are the ones that exist
+        settings = client.adopt_styles(settings)
     try:
         options = StylizeOptions.build(settings, style=style, size=size, crop=crop,
                                        format=format_, quality=quality)
     except AnimeGANError as exc:
         raise click.UsageError(exc.message) from None
-    jobs = plan_jobs(inputs, output_dir, options)
-    if not jobs:
+    planned = plan_jobs(inputs, output_dir, options)
+    if not planned:
         raise click.UsageError("no image files found in the inputs")
-    if not local:
-        raise click.UsageError("stylizing through a server is not available yet; pass --local")
-    stylizer = local_stylizer(settings, options.style)
-    failures = run_jobs(jobs, options, stylizer)
-    done = len(jobs) - len(failures)
+    stylizer = client.stylize if client is not None else local_stylizer(settings, options.style)
+    failures = run_jobs(planned, options, stylizer, workers=jobs or (1 if local else 4))
+    done = len(planned) - len(failures)
     console.print(f"{done} written to {output_dir}, {len(failures)} failed")
     if failures:
         sys.exit(1)
@@ -234,13 +243,17 @@ def plan_jobs(inputs: tuple[Path, ...], output_dir: Path, options: StylizeOption
     return jobs
 
 
-def run_jobs(jobs: list[Job], options: StylizeOptions, stylizer: Stylizer) -> list[str]:
-    """Run every job with a progress bar; returns one line per failed file."""
+def run_jobs(
+    jobs: list[Job], options: StylizeOptions, stylizer: Stylizer, *, workers: int = 1
+) -> list[str]:
+    """Run every job, `workers` at a time, with a progress bar; one line per failed file."""
     failures = []
-    with _progress(MofNCompleteColumn(), TimeRemainingColumn()) as progress:
+    with _progress(MofNCompleteColumn(), TimeRemainingColumn()) as progress, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
         task = progress.add_task("stylizing", total=len(jobs))
-        for job in jobs:
-            failure = run_job(job, options, stylizer)
+        running = [pool.submit(run_job, job, options, stylizer) for job in jobs]
+        for finished in as_completed(running):
+            failure = finished.result()
             if failure is not None:
                 failures.append(failure)
                 progress.console.print(f"[red]{failure}", highlight=False)
@@ -278,6 +291,41 @@ def local_stylizer(settings: Settings, style: str) -> Stylizer:
                               png_compress_level=settings.png_compress_level)
 
     return run
+
+
+class ServerClient:
+    """A running animegan-serve, over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+
+    def adopt_styles(self, settings: Settings) -> Settings:
+        """`settings` with the server's style list (exits with one line if it is unreachable)."""
+        try:
+            listed = self.http.get("/v1/styles").raise_for_status().json()
+        except httpx.HTTPError as exc:
+            raise click.ClickException(
+                f"cannot reach animegan-serve at {self.url} ({exc}); start it with `make serve` "
+                "or pass --local"
+            ) from None
+        names = [s["name"] for s in listed]
+        default = settings.default_style if settings.default_style in names else names[0]
+        return settings.model_copy(update={"styles": names, "default_style": default})
+
+    def stylize(self, data: bytes, options: StylizeOptions) -> bytes:
+        params = {k: v for k, v in vars(options).items() if v is not None}
+        try:
+            answer = self.http.post("/v1/stylize", content=data, params=params)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"request to {self.url} failed ({exc})") from None
+        if answer.status_code == 200:
+            return answer.content
+        try:
+            error = answer.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            raise Unreachable(f"HTTP {answer.status_code} from {self.url}") from None
+        raise error_from_code(error["code"], error["message"])
 
 
 @contextmanager

@@ -68,6 +68,7 @@ class Ingress:
         self.outcomes: Counter[str] = Counter()
         self._styles: list[dict[str, Any]] = []
         self._styles_at = -STYLES_FRESH_S
+        self._styles_refresh: asyncio.Task[None] | None = None
         self._requests_metric = metrics.Counter(
             "animegan_requests", "Stylize requests by cache outcome.", tag_keys=("cache",)
         )
@@ -168,14 +169,24 @@ class Ingress:
     # -- styles, health, stats -------------------------------------------------------------------
 
     async def styles(self, *, wait_s: float = 5.0) -> list[dict[str, Any]]:
-        """The model's style statuses, refreshed every few seconds; [] while it starts."""
-        if time.monotonic() - self._styles_at > STYLES_FRESH_S:
-            try:
-                self._styles = await asyncio.wait_for(self.model.styles.remote(), wait_s)
-                self._styles_at = time.monotonic()
-            except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:
-                log.warning("model deployment did not list its styles: %s", type(exc).__name__)
+        """The model's style statuses; [] while it starts.
+
+        Once known, a stale list is refreshed in the background rather than on the request
+        path: asking the model deployment queues behind inference.
+        """
+        stale = time.monotonic() - self._styles_at > STYLES_FRESH_S
+        if not self._styles:
+            await self._refresh_styles(wait_s)
+        elif stale and (self._styles_refresh is None or self._styles_refresh.done()):
+            self._styles_refresh = asyncio.create_task(self._refresh_styles(wait_s))
         return self._styles
+
+    async def _refresh_styles(self, wait_s: float) -> None:
+        try:
+            self._styles = await asyncio.wait_for(self.model.styles.remote(), wait_s)
+            self._styles_at = time.monotonic()
+        except (asyncio.TimeoutError, BackPressureError, ray.exceptions.RayError) as exc:
+            log.warning("model deployment did not list its styles: %s", type(exc).__name__)
 
     async def weights_identity(self, style: str) -> str:
         """The git blob SHA-1 of `style`'s weights; raises if the style cannot serve."""

@@ -212,3 +212,42 @@ def test_the_readme_example_of_a_second_app_runs(
     finally:
         serve.delete("postcards")
     assert Image.open(io.BytesIO(namespace["result"])).size == (96, 64)
+
+
+# -- the CLI against the running service ---------------------------------------------------------
+
+
+def test_cli_stylizes_a_folder_through_the_server(service: Service, tmp_path: Path) -> None:
+    from tests.test_cli import cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(5):
+        (folder / f"p{i}.jpg").write_bytes(unique_jpeg(400 + i))
+    (folder / "bad.png").write_bytes(b"not a png at all")
+    out = tmp_path / "out"
+    result = cli("stylize", str(folder), "-o", str(out), "--url", service.url, "--size", "32",
+                 "--style", "paprika", "-j", "3")
+    assert result.returncode == 1
+    assert sorted(p.name for p in out.iterdir()) == [f"p{i}.png" for i in range(5)]
+    assert f"{folder / 'bad.png'}: unsupported_format:" in result.stderr
+    assert "5 written" in result.stderr and "1 failed" in result.stderr
+
+
+def test_cli_refuses_a_style_the_server_does_not_have(service: Service, tmp_path: Path) -> None:
+    from tests.test_cli import cli
+
+    (tmp_path / "a.jpg").write_bytes(unique_jpeg(410))
+    result = cli("stylize", str(tmp_path / "a.jpg"), "-o", str(tmp_path), "--url", service.url,
+                 "--style", "nope")
+    assert result.returncode == 2 and "unknown style 'nope'" in result.stderr
+
+
+def test_cli_says_so_when_no_server_is_running(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tests.test_cli import cli
+
+    (tmp_path / "a.jpg").write_bytes(unique_jpeg(411))
+    result = cli("stylize", str(tmp_path / "a.jpg"), "-o", str(tmp_path),
+                 "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1 and "cannot reach animegan-serve" in result.stderr

@@ -9,6 +9,7 @@
     ├── Overloaded          503 overloaded          the service sheds load; retry later
     ├── StyleNotReady       503 style_not_ready     configured, but its weights failed to load
     ├── Timeout             504 timeout             the request's deadline passed
+    ├── Unreachable         502 unreachable         (CLI) the server did not answer usefully
     └── WeightsError        500 weights_unavailable weights missing, unreadable or failing their pin
 
 The HTTP layer maps them to responses in one place; the CLI prints `code: message`.
@@ -64,6 +65,11 @@ class Overloaded(AnimeGANError):
 class Timeout(AnimeGANError):
     code = "timeout"
     http_status = 504
+
+
+class Unreachable(AnimeGANError):
+    code = "unreachable"
+    http_status = 502
 
 
 class StyleNotReady(AnimeGANError):

@@ -1,0 +1,72 @@
+"""Overload and deadlines: a deliberately tiny second app sheds load with 503 and times out with 504."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from deployments.core.settings import Settings
+from tests.conftest import Service, jpeg_bytes, smooth_picture
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def tight(service: Service) -> str:
+    """One model replica that takes one request at a time and queues one more."""
+    from ray import serve
+
+    from deployments.app import compose
+
+    settings = Settings(precision="fp32", request_timeout_s=4, weights_dir=service.weights_dir,
+                        styles=["paprika"])
+    app = compose(settings, deployment_options={
+        "StyleModel": {"num_replicas": 1, "max_ongoing_requests": 1, "max_queued_requests": 1,
+                       "ray_actor_options": {"num_cpus": 0}},
+        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+    })
+    serve.run(app, name="tight", route_prefix="/tight")
+    yield f"{service.url}/tight"
+    serve.delete("tight")
+
+
+def test_every_request_ends_in_a_picture_a_503_or_a_504(tight: str) -> None:
+    images = [jpeg_bytes(smooth_picture(640, 640, seed=900 + i)) for i in range(6)]
+
+    async def flood() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(
+                client.post(f"{tight}/v1/stylize", content=image, params={"size": 640})
+                for image in images
+            ))
+
+    answers = asyncio.run(flood())
+    statuses = sorted(a.status_code for a in answers)
+    assert set(statuses) <= {200, 503, 504}, [a.text for a in answers]
+    assert 503 in statuses  # one running + one queued: the rest are shed at once
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["error"]["code"] == "overloaded"
+            assert int(answer.headers["retry-after"]) >= 1
+        if answer.status_code == 504:
+            assert answer.json()["error"]["code"] == "timeout"
+
+
+def test_a_request_past_its_deadline_gets_504(tight: str) -> None:
+    big = jpeg_bytes(smooth_picture(1024, 1024, seed=950))
+    answer = httpx.post(f"{tight}/v1/stylize", content=big, params={"size": 1024}, timeout=60)
+    assert answer.status_code == 504, answer.text
+    assert answer.json()["error"]["code"] == "timeout"
+    # The replica finishes the abandoned work, then small pictures are served again.
+    small = jpeg_bytes(smooth_picture(32, 32, seed=951))
+    statuses = []
+    for _ in range(60):
+        statuses.append(httpx.post(f"{tight}/v1/stylize", content=small, params={"size": 32},
+                                   timeout=60).status_code)
+        if statuses[-1] == 200:
+            break
+        time.sleep(1)
+    assert statuses[-1] == 200 and set(statuses) <= {200, 503, 504}
