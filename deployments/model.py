@@ -53,9 +53,12 @@ class StyleModel:
             settings = settings.model_copy(update={"threads": max(1, int(cpus))})
         self.engine = Engine.load(settings)
         self.policy = BatchPolicy(
-            limit=settings.max_batch_size, wait_timeout_s=settings.batch_wait_timeout_s
+            limit=settings.max_batch_size,
+            wait_timeout_s=settings.batch_wait_timeout_s,
+            adaptive=settings.adaptive_batching,
         )
-        learn_curve(self.engine, self.policy)
+        if settings.adaptive_batching:
+            learn_curve(self.engine, self.policy)
         log.info("batch curve %s", self.policy.snapshot())
         self.queue_depth = 0
         self.inferences = 0

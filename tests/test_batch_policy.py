@@ -68,3 +68,9 @@ def test_a_size_judged_slow_regains_credit_and_is_tried_again() -> None:
     assert policy.cap == 8
     policy.observe(8, 16.0, megapixels=8)  # tried and still slow: 8 drops out, 4 is next
     assert policy.cap == 4
+
+
+def test_fixed_batching_always_waits_for_a_full_batch() -> None:
+    policy = BatchPolicy(limit=4, wait_timeout_s=1.0, adaptive=False)
+    assert policy.decide(1) == BatchDecision(4, 1.0)
+    assert policy.decide(9) == BatchDecision(4, 1.0)

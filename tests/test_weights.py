@@ -136,3 +136,9 @@ def test_seeded_weights_are_reproducible_and_differ_by_seed() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["block_a.0.1.weight"], c["block_a.0.1.weight"])
     assert not torch.equal(a["block_a.0.2.weight"], torch.ones_like(a["block_a.0.2.weight"]))
+
+
+def test_the_registry_and_the_settings_name_the_same_official_styles() -> None:
+    from deployments.core.settings import OFFICIAL_STYLES
+
+    assert tuple(weights.OFFICIAL) == OFFICIAL_STYLES

@@ -29,12 +29,14 @@ class BatchPolicy:
         *,
         limit: int,
         wait_timeout_s: float,
+        adaptive: bool = True,
         tolerance: float = 0.05,
         smoothing: float = 0.2,
         forgiveness: float = 0.01,
     ) -> None:
         self.limit = limit
         self.wait_timeout_s = wait_timeout_s
+        self.adaptive = adaptive  # False: fixed batches of `limit`, always waiting (for comparison)
         self.tolerance = tolerance  # "not worse" allows this much noise
         self.smoothing = smoothing  # weight of a new observation in the running average
         self.forgiveness = forgiveness  # share of its gap to the best a slow size regains per batch
@@ -63,6 +65,8 @@ class BatchPolicy:
 
     def decide(self, queue_depth: int) -> BatchDecision:
         """Batch settings for a replica with `queue_depth` requests waiting or running."""
+        if not self.adaptive:
+            return BatchDecision(self.limit, self.wait_timeout_s)
         if queue_depth <= 1:
             return BatchDecision(1, 0.0)
         return BatchDecision(min(queue_depth, self.cap), self.wait_timeout_s)

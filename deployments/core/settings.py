@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     local_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     # Batching and deadlines (Serve application)
+    adaptive_batching: bool = True  # False: always wait for max_batch_size (the seed's way)
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     request_timeout_s: float = Field(default=60.0, gt=0)

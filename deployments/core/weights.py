@@ -53,34 +53,20 @@ class StyleWeights:
     verified: bool
 
 
+# The port's four files: name, git blob SHA-1 pin, what it is for.
+_OFFICIAL_FILES = (
+    ("celeba_distill", "3b7ea61b02254980831cc3bc77af30666dbc999c",
+     "Webtoon-like faces, distilled on CelebA-HQ; best on 256 px faces."),
+    ("face_paint_512_v1", "19c1a1da4d9580186109a2b055d91044e5127de6",
+     "Face portrait v1: painterly faces; best on 512 px square faces."),
+    ("face_paint_512_v2", "d75102f8f201ddaf8dbe6b913b1a97585b55f838",
+     "Face portrait v2 (torch.hub default): smoother faces; best on 512 px square faces."),
+    ("paprika", "58086c9db9fc7a9e5c2876ca31b8079599352643",
+     "Paprika: Satoshi Kon-like scenes and landscapes; any size."),
+)
 OFFICIAL: dict[str, StyleSpec] = {
-    spec.name: spec
-    for spec in (
-        StyleSpec(
-            "celeba_distill",
-            "Webtoon-like faces, distilled on CelebA-HQ; best on 256 px faces.",
-            OFFICIAL_URL.format(name="celeba_distill"),
-            sha1="3b7ea61b02254980831cc3bc77af30666dbc999c",
-        ),
-        StyleSpec(
-            "face_paint_512_v1",
-            "Face portrait v1: painterly faces; best on 512 px square faces.",
-            OFFICIAL_URL.format(name="face_paint_512_v1"),
-            sha1="19c1a1da4d9580186109a2b055d91044e5127de6",
-        ),
-        StyleSpec(
-            "face_paint_512_v2",
-            "Face portrait v2 (torch.hub default): smoother faces; best on 512 px square faces.",
-            OFFICIAL_URL.format(name="face_paint_512_v2"),
-            sha1="d75102f8f201ddaf8dbe6b913b1a97585b55f838",
-        ),
-        StyleSpec(
-            "paprika",
-            "Paprika: Satoshi Kon-like scenes and landscapes; any size.",
-            OFFICIAL_URL.format(name="paprika"),
-            sha1="58086c9db9fc7a9e5c2876ca31b8079599352643",
-        ),
-    )
+    name: StyleSpec(name, description, OFFICIAL_URL.format(name=name), sha1=sha1)
+    for name, sha1, description in _OFFICIAL_FILES
 }
 
 
