@@ -7,8 +7,10 @@ so `ANIMEGAN_*` variables of the shell that deploys apply cluster-wide.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from ray.serve import Application
 
 from .core.settings import Settings
@@ -33,3 +35,15 @@ def compose(
     resolved = settings.model_dump(mode="json")
     model = StyleModel.options(**options.get("StyleModel", {})).bind(resolved)
     return Ingress.options(**options.get("Ingress", {})).bind(model, resolved)
+
+
+def from_config(path: str | Path, **overrides: Any) -> Application:
+    """The application as `serve_config.yaml` describes it, for Python callers of `serve.run`.
+
+    `overrides` replace entries of the config's `args`.
+    """
+    config = yaml.safe_load(Path(path).read_text())
+    (app,) = [a for a in config["applications"] if a["name"] == APP_NAME]
+    options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]}
+    settings = Settings.from_args({**app.get("args", {}), **overrides})
+    return compose(settings, deployment_options=options)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -69,6 +70,7 @@ class Ingress:
         self._styles: list[dict[str, Any]] = []
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._requests_metric = metrics.Counter(
             "animegan_requests", "Stylize requests by cache outcome.", tag_keys=("cache",)
         )
@@ -134,8 +136,8 @@ class Ingress:
             if state == "claimed":
                 await self.cache.fail(key, exc)
             raise
-        await self.cache.put(key, body)
         self.hot.put(key, body)
+        self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait
         return self._done(body, key, "miss", options, "misses")
 
     async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
@@ -159,6 +161,11 @@ class Ingress:
             if isinstance(exc.cause, AnimeGANError):
                 raise exc.cause from None
             raise
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)  # keep a reference until it finishes
+        task.add_done_callback(self._background.discard)
 
     def _done(
         self, body: bytes, key: str, cache: CacheState, options: StylizeOptions, counter: str

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
 from deployments.core.settings import OFFICIAL_STYLES, Settings
@@ -145,31 +144,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def deploy_from_config(config_path: Path, *, port: int, args: dict) -> None:
-    """Deploy the app with the deployment options and args of `config_path`, on `port`."""
-    from ray import serve
-
-    from deployments.app import APP_NAME, compose
-    from deployments.core.settings import Settings
-
-    config = yaml.safe_load(config_path.read_text())
-    (app,) = config["applications"]
-    options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]}
-    settings = Settings.from_args({**app.get("args", {}), **args})
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(compose(settings, deployment_options=options), name=APP_NAME, route_prefix="/")
-
-
 @pytest.fixture(scope="session")
 def service(seeded_weights_dir: Path) -> Iterator[Service]:
     import ray
     from ray import serve
 
+    from deployments.app import APP_NAME, from_config
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)}})
     port = free_port()
     try:
-        deploy_from_config(ROOT / "serve_config.yaml", port=port, args=SERVICE_ARGS)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(from_config(ROOT / "serve_config.yaml", **SERVICE_ARGS), name=APP_NAME,
+                  route_prefix="/")
         service = Service(f"http://127.0.0.1:{port}", seeded_weights_dir)
         wait_healthy(service.url)
         yield service

@@ -74,3 +74,14 @@ def test_fixed_batching_always_waits_for_a_full_batch() -> None:
     policy = BatchPolicy(limit=4, wait_timeout_s=1.0, adaptive=False)
     assert policy.decide(1) == BatchDecision(4, 1.0)
     assert policy.decide(9) == BatchDecision(4, 1.0)
+
+
+def test_sizes_unseen_in_real_traffic_are_scaled_by_how_much_slower_it_runs() -> None:
+    policy = BatchPolicy(limit=8, wait_timeout_s=0.01)
+    for size, per_image in ((1, 1.0), (2, 1.3), (4, 1.6), (8, 2.0)):  # quiet start-up, CPU-like
+        policy.calibrate(size, per_image * size, megapixels=size)
+    assert policy.cap == 1
+    for _ in range(5):  # real batches of 1 run twice as slowly as at start-up
+        policy.observe(1, 2.0, megapixels=1)
+    assert policy.curve[8] == 4.0  # not the quiet 2.0, which would look better than 1's 2.0
+    assert policy.cap == 1

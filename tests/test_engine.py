@@ -101,3 +101,10 @@ def test_load_reports_each_styles_weights_identity(seeded_weights_dir: Path) -> 
     assert engine.ready_styles == ["celeba_distill", "face_paint_512_v1", "face_paint_512_v2", "paprika"]
     sha1s = {status.sha1 for status in engine.statuses.values()}
     assert len(sha1s) == 4 and not any(s.verified for s in engine.statuses.values())
+
+
+def test_the_engine_leaves_the_callers_network_untouched() -> None:
+    network = Generator()
+    network.load_state_dict(STATE)
+    Engine({"s": network}, precision="bf16")
+    assert network.block_a[0][1].weight.dtype == torch.float32

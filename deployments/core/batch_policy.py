@@ -6,8 +6,12 @@ normalized per megapixel so different picture sizes share one curve, and caps ba
 the largest size whose per-image time is not worse than the best. Below the cap, the batch
 is as big as the queue: a lone request runs at once, never waiting for company.
 
-The curve drifts (other load, thermal limits), so sizes judged too slow slowly regain
-credit with every batch observed and are eventually tried again by real traffic.
+Two sources feed the curve. Start-up calibration times every size on a quiet replica; real
+batches run slower (the ingress, the proxy and other replicas share the CPUs). Comparing a
+real batch of 1 with a quiet batch of 8 would favour the 8, so sizes not yet seen in real
+traffic are judged by their calibrated time scaled by how much slower real batches run now.
+Real estimates drift back toward the best with every batch, so a size judged too slow is
+eventually tried again.
 """
 
 from __future__ import annotations
@@ -40,27 +44,41 @@ class BatchPolicy:
         self.tolerance = tolerance  # "not worse" allows this much noise
         self.smoothing = smoothing  # weight of a new observation in the running average
         self.forgiveness = forgiveness  # share of its gap to the best a slow size regains per batch
-        self.seconds_per_mp: dict[int, float] = {}
+        self.calibrated: dict[int, float] = {}  # seconds per megapixel, quiet start-up runs
+        self.observed: dict[int, float] = {}  # seconds per megapixel, real batches (averaged)
+
+    def calibrate(self, batch_size: int, seconds: float, megapixels: float) -> None:
+        """Record a start-up timing of `batch_size`."""
+        self.calibrated[batch_size] = seconds / max(megapixels, 1e-9)
 
     def observe(self, batch_size: int, seconds: float, megapixels: float) -> None:
-        """Fold one real (or start-up) batch's time into the curve."""
+        """Fold one real batch's time into the curve."""
         per_image = seconds / max(megapixels, 1e-9)
-        previous = self.seconds_per_mp.get(batch_size)
-        self.seconds_per_mp[batch_size] = (
+        previous = self.observed.get(batch_size)
+        self.observed[batch_size] = (
             per_image if previous is None else previous + self.smoothing * (per_image - previous)
         )
-        best = min(self.seconds_per_mp.values())
-        for size, value in self.seconds_per_mp.items():
+        best = min(self.observed.values())
+        for size, value in self.observed.items():
             if size != batch_size:
-                self.seconds_per_mp[size] = value - self.forgiveness * (value - best)
+                self.observed[size] = value - self.forgiveness * (value - best)
+
+    @property
+    def curve(self) -> dict[int, float]:
+        """Seconds per megapixel by batch size, real where seen, else calibrated and scaled."""
+        common = [n for n in self.observed if n in self.calibrated]
+        ratios = sorted(self.observed[n] / self.calibrated[n] for n in common)
+        slowdown = ratios[len(ratios) // 2] if ratios else 1.0
+        return {**{n: t * slowdown for n, t in self.calibrated.items()}, **self.observed}
 
     @property
     def cap(self) -> int:
-        """The largest measured batch size whose per-image time is within tolerance of the best."""
-        if not self.seconds_per_mp:
+        """The largest batch size whose per-image time is within tolerance of the best."""
+        curve = self.curve
+        if not curve:
             return 1
-        best = min(self.seconds_per_mp.values())
-        good = [n for n, t in self.seconds_per_mp.items() if t <= best * (1 + self.tolerance)]
+        best = min(curve.values())
+        good = [n for n, t in curve.items() if t <= best * (1 + self.tolerance)]
         return min(max(good), self.limit)
 
     def decide(self, queue_depth: int) -> BatchDecision:
@@ -75,5 +93,5 @@ class BatchPolicy:
         return {
             "cap": self.cap,
             "limit": self.limit,
-            "seconds_per_megapixel": {str(n): round(t, 5) for n, t in sorted(self.seconds_per_mp.items())},
+            "seconds_per_megapixel": {str(n): round(t, 5) for n, t in sorted(self.curve.items())},
         }

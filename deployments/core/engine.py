@@ -7,6 +7,7 @@ bf16 only where this CPU runs it faster and its output stays within the quality 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -55,7 +56,8 @@ class Engine:
         self.precision = precision
         self.precision_reason = precision_reason
         self.dtype = DTYPES[precision]
-        self.networks = {name: _prepare(net, self.dtype) for name, net in networks.items()}
+        # Copies: converting a module's dtype is in place, and callers keep theirs.
+        self.networks = {name: _prepare(copy.deepcopy(net), self.dtype) for name, net in networks.items()}
         self.statuses = dict(statuses) if statuses is not None else {
             name: StyleStatus(name, "", ready=True) for name in networks
         }
@@ -159,7 +161,7 @@ def choose_precision(requested: Precision, network: Generator | None) -> tuple[s
     picture = torch.from_numpy(gate_picture(GATE_SIDE)[None]).permute(0, 3, 1, 2)
     outputs, seconds = {}, {}
     for name, dtype in DTYPES.items():
-        candidate = _prepare(_copy(network), dtype)
+        candidate = _prepare(copy.deepcopy(network), dtype)
         with torch.inference_mode():
             stylize_tensor(candidate, picture, dtype)  # first call builds kernels; not timed
             times = []
@@ -178,12 +180,6 @@ def choose_precision(requested: Precision, network: Generator | None) -> tuple[s
     if seconds["bf16"] >= seconds["fp32"]:
         return "fp32", f"bf16 is not faster here: {measured}"
     return "bf16", f"bf16 is {seconds['fp32'] / seconds['bf16']:.1f}x faster and passes: {measured}"
-
-
-def _copy(network: Generator) -> Generator:
-    clone = Generator()
-    clone.load_state_dict(network.state_dict())
-    return clone
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
