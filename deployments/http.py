@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -19,6 +21,8 @@ from .core.options import StylizeOptions
 
 if TYPE_CHECKING:
     from .ingress import Ingress
+
+log = logging.getLogger("ray.serve")
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
 TRANSFORM_SIZE = 256  # what the seed service's /transform produced
@@ -71,6 +75,7 @@ def build_http_app(ingress: Ingress) -> Starlette:
         exception_handlers={
             AnimeGANError: error_response,
             HTTPException: http_error_response,
+            Exception: internal_error_response,
         },
     )
 
@@ -124,4 +129,13 @@ def http_error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse(
         {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
         headers=exc.headers,
+    )
+
+
+def internal_error_response(request: Request, exc: Exception) -> Response:
+    """A fault of ours (a replica died mid-request, say): logged, and still a JSON answer."""
+    log.error("request to %s failed: %s: %s", request.url.path, type(exc).__name__, exc)
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "the service failed this request; retry it"}},
+        status_code=500,
     )
