@@ -53,6 +53,7 @@ class StyleModel:
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
             settings = settings.model_copy(update={"threads": max(1, int(cpus))})
         self.engine = Engine.load(settings)
+        log.info("precision %s: %s", self.engine.precision, self.engine.precision_reason)
         self.policy = BatchPolicy(
             limit=settings.max_batch_size,
             wait_timeout_s=settings.batch_wait_timeout_s,
@@ -75,6 +76,7 @@ class StyleModel:
         )
         self._depth_metric = metrics.Gauge("animegan_queue_depth", "Requests waiting or running.")
         self._apply_policy()
+        self._report(force=True)  # so /v1/stats counts this replica before it serves
 
     async def stylize(self, pixels: np.ndarray, style: str) -> np.ndarray:
         """One decoded picture in, its stylized pixels out (batched with its neighbours)."""
