@@ -132,9 +132,9 @@ class Ingress:
                 return self._done(body, key, "shared", options, "shared")
         try:
             body = await self.compute(image, options)
-        except BaseException as exc:
+        except BaseException as exc:  # cancellation too: waiters must not wait for nothing
             if state == "claimed":
-                await self.cache.fail(key, exc)
+                self._in_background(self.cache.fail(key, exc))
             raise
         self.hot.put(key, body)
         self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait

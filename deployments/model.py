@@ -107,7 +107,7 @@ class StyleModel:
                 outputs = [exc] * len(indices)
             else:
                 self._record(len(indices), time.perf_counter() - start, shape)
-            for index, output in zip(indices, outputs):
+            for index, output in zip(indices, outputs, strict=True):
                 results[index] = output
         return results
 

@@ -42,7 +42,7 @@ def test_a_batch_gives_the_same_pictures_as_one_at_a_time(fp32_engine: Engine) -
     pictures = [smooth_picture(40, 32, seed=i) for i in range(3)]
     batched = fp32_engine.run("s", pictures)
     singles = [fp32_engine.run("s", [p])[0] for p in pictures]
-    for a, b in zip(batched, singles):
+    for a, b in zip(batched, singles, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 

@@ -189,7 +189,7 @@ def seeded_state_dict(seed: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(seed)
         network = Generator()
     state = network.state_dict()
-    for name, tensor in state.items():
+    for tensor in state.values():
         if tensor.ndim == 1:  # GroupNorm and depthwise-conv bias / scale
             tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator))
     return state
