@@ -15,7 +15,6 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +36,6 @@ NAIVE_OPTIONS = {
                    "ray_actor_options": {"num_cpus": 0}},  # one process, default threads (2)
     "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
 }
-
-
-@dataclass
-class Served:
-    name: str
-    result: LoadResult
 
 
 # -- payloads ----------------------------------------------------------------------------------------
@@ -148,14 +141,14 @@ def load(url: str, path: str, bodies: list[bytes], params: dict[str, object], *,
 
 def served_scenarios(
     url: str, weights_dir: Path, *, seconds: float
-) -> tuple[list[Served], dict[str, object]]:
+) -> tuple[dict[str, LoadResult], dict[str, object]]:
     photos = Photos(seed=1)
     small = {"style": "paprika", "size": 256}
     square = {"style": "face_paint_512_v2", "size": 512, "crop": "square"}
-    runs: list[Served] = []
+    runs: dict[str, LoadResult] = {}
 
     def record(name: str, result: LoadResult) -> None:
-        runs.append(Served(name, result))
+        runs[name] = result
         print(f"  {name:<28} {result.throughput:7.2f} req/s  p50 {result.percentile(50):8.1f} ms"
               f"  p99 {result.percentile(99):8.1f} ms  errors {result.errors}", flush=True)
 
@@ -264,11 +257,11 @@ def main() -> None:
 
 
 def write_report(
-    machine_line: str, bare: list[BareResult], served: list[Served], stats: dict[str, object]
+    machine_line: str, bare: list[BareResult], served: dict[str, LoadResult], stats: dict[str, object]
 ) -> None:
     from benchmarks.report import render
 
-    text, chart = render(machine_line, bare, {s.name: s.result for s in served}, stats)
+    text, chart = render(machine_line, bare, served, stats)
     (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
     chart.save(ROOT / "benchmarks" / "throughput.png")
     print(text)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import ray
@@ -105,11 +104,6 @@ class CacheActor:
             self._resolve(key, ("error", "timeout", "the request computing this result vanished"))
 
 
-@dataclass
-class ClientCounters:
-    unavailable: int = 0
-
-
 class CacheClient:
     """The ingress side: short timeouts, and any cache failure means "go on without it"."""
 
@@ -119,7 +113,7 @@ class CacheClient:
         self._init_args = (max_bytes, ttl_s, claim_timeout_s)
         self.actor = self._connect()
         self.call_timeout_s = call_timeout_s
-        self.counters = ClientCounters()
+        self.unavailable = 0  # calls that failed or timed out: served without the cache
 
     def _connect(self) -> ray.actor.ActorHandle:
         """The named actor, created by whichever ingress replica asks first."""
@@ -176,7 +170,7 @@ class CacheClient:
         except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError):
                 self.actor = self._connect()  # dead for good (restarts exhausted): make a new one
-            self.counters.unavailable += 1
+            self.unavailable += 1
             log.warning("cache actor unavailable (%s); serving without it", type(exc).__name__)
             raise _CacheDown from exc
 

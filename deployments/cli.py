@@ -26,7 +26,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .core import imaging, weights
+from .core import pipeline, weights
 from .core.errors import AnimeGANError, Unreachable, error_from_code
 from .core.options import StylizeOptions
 from .core.settings import OFFICIAL_STYLES, Settings
@@ -284,11 +284,8 @@ def local_stylizer(settings: Settings, style: str) -> Stylizer:
         raise click.ClickException(engine.statuses[style].error or f"style {style} did not load")
 
     def run(data: bytes, options: StylizeOptions) -> bytes:
-        pixels = imaging.load(data, size=options.size, crop=options.crop,
-                              max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-        (result,) = engine.run(options.style, [pixels])
-        return imaging.encode(result, format=options.format, quality=options.quality,
-                              png_compress_level=settings.png_compress_level)
+        (result,) = engine.run(options.style, [pipeline.prepare(data, options, settings)])
+        return pipeline.finish(result, options, settings)
 
     return run
 

@@ -25,7 +25,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from .cache import CacheClient
-from .core import imaging
+from .core import imaging, pipeline
 from .core.cache_key import cache_key
 from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, UnknownStyle
 from .core.options import StylizeOptions
@@ -142,15 +142,9 @@ class Ingress:
 
     async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
         """Decode here (bad input never reaches a batch), stylize there, encode here."""
-        pixels = await asyncio.to_thread(
-            imaging.load, image, size=options.size, crop=options.crop,
-            max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_pixels,
-        )
+        pixels = await asyncio.to_thread(pipeline.prepare, image, options, self.settings)
         stylized = await self._run_model(pixels, options.style)
-        return await asyncio.to_thread(
-            imaging.encode, stylized, format=options.format, quality=options.quality,
-            png_compress_level=self.settings.png_compress_level,
-        )
+        return await asyncio.to_thread(pipeline.finish, stylized, options, self.settings)
 
     async def _run_model(self, pixels: np.ndarray, style: str) -> np.ndarray:
         try:
@@ -217,7 +211,7 @@ class Ingress:
             "ingress": {
                 **self.outcomes,
                 "hot_cache": self.hot.stats(),
-                "cache_unavailable": self.cache.counters.unavailable,
+                "cache_unavailable": self.cache.unavailable,
             },
             "model": {
                 "replicas": len(replicas),
