@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install serve test bench seed-weights clean
+.PHONY: install serve test bench clean
 
 # torch is installed first and pinned to the CPU build, so nothing pulls the CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -15,10 +15,17 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# The page test drives Debian's Chromium (Playwright's own browser download cannot work offline).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "the page test needs Debian's chromium: sudo apt-get install chromium"; exit 1; }
+	export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || \
+		{ apt-get update && apt-get install -y chromium; }
+
 serve: install
 	$(BIN)/serve run serve_config.yaml
 
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 bench: install

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
@@ -26,11 +26,20 @@ log = logging.getLogger("ray.serve")
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
 TRANSFORM_SIZE = 256  # what the seed service's /transform produced
+PAGE = files(__package__).joinpath("page/index.html").read_text(encoding="utf-8")
+# The page ships everything it needs inline and talks only to this origin.
+PAGE_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 def build_http_app(ingress: Ingress) -> Starlette:
     """Routes bound to one ingress replica."""
     settings = ingress.settings
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})
 
     async def stylize(request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
@@ -52,7 +61,7 @@ def build_http_app(ingress: Ingress) -> Starlette:
     async def styles(request: Request) -> Response:
         listed = await ingress.styles()
         return JSONResponse(
-            [{k: s[k] for k in ("name", "description", "ready", "verified")} for s in listed]
+            [{k: s[k] for k in ("name", "description", "ready", "verified", "error")} for s in listed]
         )
 
     async def stats(request: Request) -> Response:
@@ -66,6 +75,7 @@ def build_http_app(ingress: Ingress) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/", page, methods=["GET"]),
             Route("/v1/stylize", stylize, methods=["POST"]),
             Route("/v1/styles", styles, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),

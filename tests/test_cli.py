@@ -49,7 +49,7 @@ def test_stylize_local_matches_the_reference_port_in_fp32(
         env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir), "ANIMEGAN_PRECISION": "fp32"},
     )
     assert result.returncode == 0, result.stderr
-    assert "1 written" in result.stderr
+    assert "1 done, 0 skipped, 0 failed, 0 cached" in result.stderr
     written = np.asarray(Image.open(out / "photo.png"))
     settings = Settings()
     prepared = imaging.load((inputs / "photo.jpg").read_bytes(), size=256, crop="none",
@@ -78,13 +78,30 @@ def test_stylize_a_folder_writes_the_good_files_and_names_each_bad_one(
         f"{inputs / 'text.jpg'}: unsupported_format: not an image format we read; "
         "send JPEG, PNG, WebP, GIF, BMP or TIFF",
     ]
-    assert "2 written" in result.stderr and "2 failed" in result.stderr
+    assert f"2 done, 0 skipped, 2 failed, 0 cached; results in {out}" in result.stderr
 
 
 def test_stylize_refuses_bad_options_before_loading_anything(inputs: Path, tmp_path: Path) -> None:
     result = cli("stylize", str(inputs), "-o", str(tmp_path), "--style", "nope", "--local")
     assert result.returncode == 2
     assert "unknown style 'nope'" in result.stderr
+
+
+def test_stylize_refuses_two_inputs_that_would_write_the_same_file(
+    inputs: Path, tmp_path: Path
+) -> None:
+    (inputs / "photo.png").write_bytes(b"")
+    result = cli("stylize", str(inputs), "-o", str(tmp_path / "out"), "--local")
+    assert result.returncode == 2
+    assert f"{inputs / 'photo.jpg'} and {inputs / 'photo.png'} would both be written" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_command_explains_itself_with_an_example() -> None:
+    for command in ([], ["weights"], ["weights", "list"], ["weights", "fetch"],
+                    ["weights", "verify"], ["weights", "seed"], ["stylize"], ["styles"], ["stats"]):
+        result = cli(*command, "--help")
+        assert result.returncode == 0 and "Example:" in result.stdout, command
 
 
 def test_weights_fetch_downloads_a_custom_style_and_verify_checks_pins(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""The web page at `/`, driven in a real headless Chromium (Debian's) by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
+
+pytestmark = pytest.mark.timeout(600)
+
+CHROMIUM = "/usr/bin/chromium"
+# Root needs --no-sandbox; the rest keep Chromium from dialling out of this closed network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, service: Service) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(service.url + "/")
+    expect(page.locator("#style option[value=paprika]")).to_be_enabled()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def photo_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real photograph (a copy, so its bytes are unique to this module's cache keys)."""
+    source = SHARED_PHOTOS / "kimono-street.jpg"
+    data = source.read_bytes() if source.is_file() else jpeg_bytes(smooth_picture(640, 427))
+    path = tmp_path_factory.mktemp("page") / "street.jpg"
+    path.write_bytes(data + b"page-test")  # trailing bytes after EOI: same picture, new key
+    return path
+
+
+def stylize(page: Page) -> None:
+    page.get_by_role("button", name="Stylize").click()
+
+
+def test_the_page_is_served_with_a_strict_content_policy(service: Service) -> None:
+    answer = httpx.get(service.url + "/")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    assert "connect-src 'self'" in answer.headers["content-security-policy"]
+    assert "http://" not in answer.text and "https://" not in answer.text  # no CDN
+
+
+def test_a_photo_comes_back_stylized_then_from_the_cache(page: Page, photo_file: Path) -> None:
+    page.set_input_files("#file", photo_file)
+    page.select_option("#style", "paprika")
+    expect(page.locator("#style-about")).to_contain_text("scenes")
+    page.select_option("#size", "256")
+    stylize(page)
+    expect(page.locator("#cache")).to_have_text("miss", timeout=60_000)
+    width = page.eval_on_selector("#after", "img => img.complete && img.naturalWidth")
+    assert width == 256
+    expect(page.locator("#took")).to_contain_text("ms")
+    expect(page.locator("#download")).to_have_attribute("download", "street-paprika.png")
+
+    stylize(page)
+    expect(page.locator("#status")).to_have_text("Done.", timeout=60_000)
+    expect(page.locator("#cache")).to_have_text("hit")
+
+
+def test_the_slider_reveals_the_original_under_the_result(page: Page, photo_file: Path) -> None:
+    page.set_input_files("#file", photo_file)
+    page.check("#square")
+    stylize(page)
+    expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)
+    page.locator("#slider").fill("80")
+    assert page.eval_on_selector("#before", "img => img.style.clipPath") == "inset(0px 20% 0px 0px)"
+
+
+def test_an_invalid_file_shows_the_error_message_not_json(page: Page, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("these are not the pixels you are looking for")
+    page.set_input_files("#file", notes)
+    stylize(page)
+    status = page.locator("#status")
+    expect(status).to_have_class("error", timeout=60_000)
+    expect(status).to_contain_text("Not an image format we read")
+    assert "{" not in status.inner_text()
+
+
+def test_the_form_works_from_the_keyboard(page: Page, photo_file: Path) -> None:
+    page.set_input_files("#file", photo_file)
+    page.focus("#size")
+    page.keyboard.press("Tab")  # to the square-crop box
+    page.keyboard.press("Space")
+    assert page.is_checked("#square")
+    page.keyboard.press("Tab")  # to the button (the key field is hidden)
+    page.keyboard.press("Enter")
+    expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)
+
+
+def test_it_fits_a_phone_screen(browser: Browser, service: Service) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(service.url + "/")
+    expect(page.locator("#style option[value=paprika]")).to_be_enabled()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    context.close()
