@@ -33,6 +33,8 @@ def compose(
     """The application graph, with optional per-deployment options (as in serve_config.yaml)."""
     options = deployment_options or {}
     resolved = settings.model_dump(mode="json")
+    if settings.api_key is not None:  # JSON masks secrets; the replicas need the key itself
+        resolved["api_key"] = settings.api_key.get_secret_value()
     model = StyleModel.options(**options.get("StyleModel", {})).bind(resolved)
     return Ingress.options(**options.get("Ingress", {})).bind(model, resolved)
 

@@ -167,7 +167,7 @@ class CacheClient:
     async def _call(self, ref: ray.ObjectRef, timeout_s: float) -> Any:
         try:
             return await asyncio.wait_for(ref, timeout_s)
-        except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:
+        except (TimeoutError, ray.exceptions.RayError) as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError):
                 self.actor = self._connect()  # dead for good (restarts exhausted): make a new one
             self.unavailable += 1

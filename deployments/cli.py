@@ -61,7 +61,7 @@ def main(verbose: bool) -> None:
     """Photo-to-anime style transfer with AnimeGANv2.
 
     Settings come from ANIMEGAN_* environment variables (see the README), for example
-    ANIMEGAN_WEIGHTS_DIR=/data/weights.
+    ANIMEGAN_WEIGHTS_DIR=/data/weights, or ANIMEGAN_API_KEY for a server that asks for a key.
 
     Example: animegan-serve stylize photo.jpg -o anime/ --style paprika
     """
@@ -251,7 +251,7 @@ def stylize(
     Example: animegan-serve stylize photos/ -r -o anime/ --style paprika -j 8
     """
     settings = load_settings()
-    client = None if local else ServerClient(url)
+    client = None if local else ServerClient(url, settings)
     if client is not None:  # the server's styles, not ours, are the ones that exist
         settings = client.adopt_styles(settings)
     try:
@@ -370,7 +370,7 @@ def styles(url: str) -> None:
     Example: animegan-serve styles --url http://127.0.0.1:8000
     """
     table = Table("style", "ready", "weights", "description")
-    for style in ServerClient(url).get("/v1/styles"):
+    for style in ServerClient(url, load_settings()).get("/v1/styles"):
         ready = "yes" if style["ready"] else f"[red]no: {escape(style.get('error') or 'loading')}"
         weights_state = "official" if style["verified"] else "[yellow]not the official file"
         table.add_row(style["name"], ready, weights_state, style["description"])
@@ -384,7 +384,7 @@ def stats(url: str) -> None:
 
     Example: animegan-serve stats
     """
-    figures = ServerClient(url).get("/v1/stats")
+    figures = ServerClient(url, load_settings()).get("/v1/stats")
     out = Console()
     cache = figures["cache"]
     out.print(_pairs("cluster cache", cache) if cache else "[yellow]cluster cache: unavailable")
@@ -412,21 +412,26 @@ def _pairs(title: str, values: dict[str, object]) -> Table:
 
 
 class ServerClient:
-    """A running animegan-serve, over HTTP."""
+    """A running animegan-serve, over HTTP (with the `api_key` setting, if one is set)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: Settings) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=120)
+        key = settings.api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        self.http = httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
     def get(self, path: str) -> Any:
         """The JSON at `path` (exits with one line if the server is unreachable or refuses)."""
         try:
-            return self.http.get(path).raise_for_status().json()
+            answer = self.http.get(path)
         except httpx.HTTPError as exc:
             raise click.ClickException(
                 f"cannot reach animegan-serve at {self.url} ({exc}); start it with `make serve`"
                 + (" or pass --local" if path == "/v1/styles" else "")
             ) from None
+        if answer.status_code != 200:
+            raise click.ClickException(f"{self.url}{path}: {self._error(answer).message}")
+        return answer.json()
 
     def adopt_styles(self, settings: Settings) -> Settings:
         """`settings` with the server's style list."""
@@ -442,11 +447,16 @@ class ServerClient:
             raise Unreachable(f"request to {self.url} failed ({exc})") from None
         if answer.status_code == 200:
             return Stylized(answer.content, cached=answer.headers.get("x-cache") != "miss")
+        raise self._error(answer)
+
+    def _error(self, answer: httpx.Response) -> AnimeGANError:
+        """The typed error a refusal carries (its JSON body), or Unreachable if it has none."""
         try:
             error = answer.json()["error"]
         except (ValueError, KeyError, TypeError):
-            raise Unreachable(f"HTTP {answer.status_code} from {self.url}") from None
-        raise error_from_code(error["code"], error["message"])
+            return Unreachable(f"HTTP {answer.status_code} from {self.url}")
+        hint = " (set ANIMEGAN_API_KEY)" if error["code"] == "unauthorized" else ""
+        return error_from_code(error["code"], error["message"] + hint)
 
 
 class RateColumn(ProgressColumn):

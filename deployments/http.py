@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +17,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Message
 
-from .core.errors import AnimeGANError, BadParameter, TooLarge
+from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.imaging import MEDIA_TYPES
 from .core.options import StylizeOptions
 
 if TYPE_CHECKING:
     from .ingress import Ingress
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("ray.serve")
 
@@ -73,14 +77,15 @@ def build_http_app(ingress: Ingress) -> Starlette:
             return JSONResponse({"status": "ok", "ready_styles": ready})
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
+    key = settings.api_key.get_secret_value() if settings.api_key else None
     return Starlette(
         routes=[
-            Route("/", page, methods=["GET"]),
-            Route("/v1/stylize", stylize, methods=["POST"]),
-            Route("/v1/styles", styles, methods=["GET"]),
-            Route("/v1/stats", stats, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/transform", transform, methods=["POST"]),
+            Route("/", page, methods=["GET"]),  # the page holds no data; it asks for the key
+            Route("/v1/stylize", guarded(stylize, key), methods=["POST"]),
+            Route("/v1/styles", guarded(styles, key), methods=["GET"]),
+            Route("/v1/stats", guarded(stats, key), methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),  # for load balancers: says only ok or not
+            Route("/transform", guarded(transform, key), methods=["POST"]),
         ],
         exception_handlers={
             AnimeGANError: error_response,
@@ -88,6 +93,21 @@ def build_http_app(ingress: Ingress) -> Starlette:
             Exception: internal_error_response,
         },
     )
+
+
+def guarded(handler: Handler, key: str | None) -> Handler:
+    """`handler` behind `Authorization: Bearer <key>`, checked before the body is read."""
+    if key is None:
+        return handler
+    expected = f"Bearer {key}".encode()
+
+    async def check(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):  # constant time: no guessing by timing
+            raise Unauthorized("this server needs an API key: send 'Authorization: Bearer <key>'")
+        return await handler(request)
+
+    return check
 
 
 async def read_upload(request: Request, *, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
@@ -118,6 +138,8 @@ async def _read_form(
         form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
     except MultiPartException as exc:
         raise BadParameter(f"the multipart body is malformed ({exc.message})") from None
+    except HTTPException as exc:  # Starlette's refusal of too many files or fields
+        raise BadParameter(f"the multipart form is refused ({exc.detail})") from None
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise BadParameter("the multipart form has no file field 'image'")
@@ -129,7 +151,7 @@ async def _read_form(
 def error_response(request: Request, exc: Exception) -> Response:
     """Every refusal, as `{"error": {"code", "message"}}` with its status."""
     assert isinstance(exc, AnimeGANError)
-    headers = {"Retry-After": "2"} if exc.http_status == 503 else None
+    headers = {503: {"Retry-After": "2"}, 401: {"WWW-Authenticate": "Bearer"}}.get(exc.http_status)
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 

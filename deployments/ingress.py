@@ -21,7 +21,7 @@ import numpy as np
 import ray
 from ray import serve
 from ray.serve import metrics
-from ray.serve.exceptions import BackPressureError
+from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from .cache import CacheClient
@@ -37,6 +37,9 @@ log = logging.getLogger("ray.serve")
 
 CacheState = Literal["hit", "miss", "shared"]
 STYLES_FRESH_S = 5.0  # how long the model's style list is trusted
+# A replica that dies mid-request (killed, node lost) costs one retry on another; a second loss
+# in a row is reported rather than risking a request that itself kills replicas.
+MODEL_ATTEMPTS = 2
 
 
 @dataclass(frozen=True)
@@ -147,14 +150,20 @@ class Ingress:
         return await asyncio.to_thread(pipeline.finish, stylized, options, self.settings)
 
     async def _run_model(self, pixels: np.ndarray, style: str) -> np.ndarray:
-        try:
-            return await self.model.stylize.remote(pixels, style)
-        except BackPressureError:
-            raise Overloaded("the model replicas are at capacity; retry in a few seconds") from None
-        except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, AnimeGANError):
-                raise exc.cause from None
-            raise
+        """One inference; retried once elsewhere if the replica running it dies."""
+        for attempt in range(MODEL_ATTEMPTS):
+            try:
+                return await self.model.stylize.remote(pixels, style)
+            except BackPressureError:
+                raise Overloaded("the model replicas are at capacity; retry in a few seconds") from None
+            except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:
+                log.warning("model replica lost mid-request (attempt %d): %s", attempt + 1,
+                            type(exc).__name__)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, AnimeGANError):
+                    raise exc.cause from None
+                raise
+        raise Overloaded("the model replica running this request failed; retry in a few seconds")
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -186,7 +195,7 @@ class Ingress:
         try:
             self._styles = await asyncio.wait_for(self.model.styles.remote(), wait_s)
             self._styles_at = time.monotonic()
-        except (asyncio.TimeoutError, BackPressureError, ray.exceptions.RayError) as exc:
+        except (TimeoutError, BackPressureError, ray.exceptions.RayError) as exc:
             log.warning("model deployment did not list its styles: %s", type(exc).__name__)
 
     async def weights_identity(self, style: str) -> str:

@@ -1,42 +1,22 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
 from PIL import Image
 
 from deployments.core import imaging
-from deployments.core.errors import InvalidImage, TooLarge, UnsupportedFormat
+from deployments.core.errors import AnimeGANError, InvalidImage, TooLarge, UnsupportedFormat
 from tests.conftest import jpeg_bytes, png_bytes, smooth_picture
+from tests.hostile import jpeg_declaring, mutations, png_declaring, real_jpeg
 
 LIMITS = {"max_bytes": 20 * 1024 * 1024, "max_pixels": 50_000_000}
 
 
 def decode(data: bytes, **kwargs: object) -> Image.Image:
     return imaging.decode(data, **{**LIMITS, **kwargs})
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    body = kind + payload
-    return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG header that claims a huge canvas, followed by almost no data."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-
-
-def jpeg_declaring(width: int, height: int) -> bytes:
-    """A real small JPEG whose start-of-frame header is rewritten to claim width x height."""
-    data = bytearray(jpeg_bytes(smooth_picture(16, 16)))
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
-    return bytes(data)
 
 
 def with_orientation(pixels: np.ndarray, orientation: int) -> bytes:
@@ -222,3 +202,17 @@ def test_jpeg_quality_changes_the_size() -> None:
     low = imaging.encode(pixels, format="jpeg", quality=20, png_compress_level=1)
     high = imaging.encode(pixels, format="jpeg", quality=95, png_compress_level=1)
     assert len(low) < len(high)
+
+
+# -- property: damaged real photographs -----------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=mutations(real_jpeg()))
+def test_a_damaged_photo_decodes_or_is_refused_with_a_4xx_error(data: bytes) -> None:
+    try:
+        pixels = imaging.load(data, size=32, crop="none", **LIMITS)
+    except AnimeGANError as exc:
+        assert 400 <= exc.http_status < 500, exc
+    else:
+        assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3

@@ -93,48 +93,9 @@ def test_transform_keeps_the_seed_services_contract(service: Service) -> None:
     assert Image.open(io.BytesIO(png)).size == (256, 192)
 
 
-@pytest.mark.parametrize(
-    "body, params, status, code",
-    [
-        (b"", {}, 400, "invalid_image"),
-        (b"just some text", {}, 415, "unsupported_format"),
-        (jpeg_bytes(smooth_picture(200, 200))[:600], {}, 400, "invalid_image"),
-        (b"x" * (4 * 1024 * 1024 + 1), {}, 413, "too_large"),
-        (jpeg_bytes(smooth_picture(32, 32)), {"style": "../../etc/passwd"}, 404, "unknown_style"),
-        (jpeg_bytes(smooth_picture(32, 32)), {"size": "-1"}, 400, "bad_parameter"),
-        (jpeg_bytes(smooth_picture(32, 32)), {"format": "exe"}, 400, "bad_parameter"),
-        (jpeg_bytes(smooth_picture(32, 32)), {"quality": "500", "format": "jpeg"}, 400, "bad_parameter"),
-        (jpeg_bytes(smooth_picture(32, 32)), {"colour": "red"}, 400, "bad_parameter"),
-    ],
-)
-def test_bad_requests_get_their_json_error(
-    service: Service, body: bytes, params: dict, status: int, code: str
-) -> None:
-    answer = post(service, body, **params)
-    assert answer.status_code == status, answer.text
-    assert answer.json()["error"]["code"] == code
-    assert answer.json()["error"]["message"]
-
-
-def test_multipart_without_an_image_field_is_a_bad_parameter(service: Service) -> None:
-    answer = httpx.post(f"{service.url}/v1/stylize", files={"photo": ("a.jpg", b"123")})
-    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_parameter"
-
-
 def test_unknown_routes_answer_json(service: Service) -> None:
     answer = httpx.get(f"{service.url}/v2/nothing")
     assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
-
-
-def test_bad_input_is_not_cached_and_a_good_request_follows(service: Service) -> None:
-    before = stats(service)["cache"]["entries"]
-    assert post(service, b"GIF89a-not-really").status_code == 400
-    assert post(service, b"GIF89a-not-really").status_code == 400
-    assert stats(service)["cache"]["entries"] == before
-    assert post(service, unique_jpeg(4), size=32).status_code == 200
-
-
-# -- in-flight coalescing and stats -------------------------------------------------------------
 
 
 def test_eight_identical_requests_in_flight_run_the_model_once(service: Service) -> None:

@@ -3,6 +3,7 @@
     AnimeGANError
     ├── InvalidImage        400 invalid_image       bytes that claim to be an image but are broken
     ├── BadParameter        400 bad_parameter       a request option out of range or unknown
+    ├── Unauthorized        401 unauthorized        no or wrong API key (when one is set)
     ├── UnknownStyle        404 unknown_style       a style that is not configured
     ├── TooLarge            413 too_large           over the byte or pixel limits
     ├── UnsupportedFormat   415 unsupported_format  not an image format we decode
@@ -40,6 +41,11 @@ class InvalidImage(AnimeGANError):
 class BadParameter(AnimeGANError):
     code = "bad_parameter"
     http_status = 400
+
+
+class Unauthorized(AnimeGANError):
+    code = "unauthorized"
+    http_status = 401
 
 
 class UnknownStyle(AnimeGANError):

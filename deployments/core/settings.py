@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16"]
@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=8, ge=1)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+
+    # Access (HTTP only: Python handles are callers inside the cluster)
+    api_key: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("weights_dir")
     @classmethod
