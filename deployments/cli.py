@@ -394,10 +394,10 @@ def stats(url: str) -> None:
     sizes = ", ".join(f"{size}: {count}" for size, count in model["batch_sizes"].items()) or "none"
     out.print(_pairs("model", {"replicas": model["replicas"], "inferences": model["inferences"],
                                "batches": model["batches"], "batch sizes (size: count)": sizes}))
-    table = Table("replica", "precision", "inferences", "batches", "batch cap", "queue depth",
-                  title="model replicas", title_justify="left")
+    table = Table("replica", "node", "precision", "inferences", "batches", "batch cap",
+                  "queue depth", title="model replicas", title_justify="left")
     for name, replica in sorted(model["per_replica"].items()):
-        table.add_row(name, replica["precision"], str(replica["inferences"]),
+        table.add_row(name, replica["node"][:8], replica["precision"], str(replica["inferences"]),
                       str(replica["batches"]), str(replica["batch_policy"]["cap"]),
                       str(replica["queue_depth"]))
     out.print(table)

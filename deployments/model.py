@@ -66,6 +66,7 @@ class StyleModel:
         self.inferences = 0
         self.batch_sizes: Counter[int] = Counter()
         self.replica = serve.get_replica_context().replica_id.unique_id
+        self.node = ray.get_runtime_context().get_node_id()
         self._cache_actor: ray.actor.ActorHandle | None = None
         self._reported_at = 0.0
         self._batch_size_metric = metrics.Histogram(
@@ -117,6 +118,7 @@ class StyleModel:
 
     def stats(self) -> dict[str, Any]:
         return {
+            "node": self.node,
             "inferences": self.inferences,
             "batches": sum(self.batch_sizes.values()),
             "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},

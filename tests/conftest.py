@@ -178,3 +178,26 @@ def wait_healthy(url: str, timeout_s: float = 120) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not become healthy in {timeout_s} s")
+
+
+API_KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def locked_service(service: Service) -> Iterator[str]:
+    """A second app on the session cluster that asks for `API_KEY` (one style, no CPU claim)."""
+    from ray import serve
+
+    from deployments.app import compose
+
+    settings = Settings(precision="fp32", weights_dir=service.weights_dir, styles=["paprika"],
+                        api_key=API_KEY, adaptive_batching=False, max_batch_size=1)
+    app = compose(settings, deployment_options={
+        "StyleModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
+    })
+    serve.run(app, name="locked", route_prefix="/locked")
+    url = f"{service.url}/locked"
+    wait_healthy(url)
+    yield url
+    serve.delete("locked")

@@ -5,13 +5,18 @@ Runs after test_serve_app.py (same session cluster); each test leaves the app he
 
 from __future__ import annotations
 
+import shutil
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import ray
 
 from deployments.cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
+from deployments.core.settings import Settings
 from tests.conftest import Service, jpeg_bytes, smooth_picture, wait_healthy
 
 pytestmark = pytest.mark.timeout(600)
@@ -50,13 +55,67 @@ def test_the_cache_survives_the_death_of_an_ingress_replica(service: Service) ->
     assert again.headers["x-cache"] == "hit"  # the new replica's hot cache is empty: the actor had it
 
 
+class Load:
+    """Clients posting distinct pictures in background threads until stopped; keeps every answer."""
+
+    def __init__(self, service: Service, *, clients: int, seed: int, size: int = 128) -> None:
+        self.url, self.size, self.seed = f"{service.url}/v1/stylize", size, seed
+        self.answers: list[httpx.Response] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def _client(self, index: int) -> None:
+        with httpx.Client(timeout=90) as client:
+            for n in range(10_000):
+                if self.stop.is_set():
+                    return
+                picture = jpeg_bytes(smooth_picture(160, 120, seed=self.seed + index * 10_000 + n))
+                self.answers.append(client.post(self.url, content=picture,
+                                                params={"size": self.size}))
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in self.threads), "a request hung"
+
+
+def test_a_model_replica_killed_under_load_is_replaced_and_nothing_hangs(service: Service) -> None:
+    with Load(service, clients=4, seed=5000) as load:
+        wait_for(lambda: len(load.answers) >= 4)
+        victim = replica_actors("StyleModel")[0]
+        ray.kill(victim, no_restart=True)
+        served_before = len(load.answers)
+        wait_for(lambda: len(load.answers) >= served_before + 8)
+    statuses = [a.status_code for a in load.answers]
+    assert set(statuses) <= {200, 503}, [a.text for a in load.answers if a.status_code != 200]
+    for answer in load.answers:
+        if answer.status_code == 503:  # lost twice in a row: a clear, retryable error
+            assert answer.json()["error"]["code"] == "overloaded" and answer.headers["retry-after"]
+    # Serve replaces the replica; afterwards every request is a picture.
+    wait_for(lambda: len(replica_actors("StyleModel")) == 2 and victim not in replica_actors("StyleModel"),
+             timeout_s=120)
+    wait_healthy(service.url)
+    after = [post(service, jpeg_bytes(smooth_picture(64, 48, seed=5900 + i)), size=32)
+             for i in range(6)]
+    assert [a.status_code for a in after] == [200] * 6
+
+
 def test_requests_are_served_while_the_cache_actor_restarts(service: Service) -> None:
     cached = jpeg_bytes(smooth_picture(80, 60, seed=102))
     assert post(service, cached, size=32).status_code == 200
     actor = ray.get_actor(CACHE_ACTOR_NAME, namespace=CACHE_NAMESPACE)
-    ray.kill(actor, no_restart=False)
-    answers = [post(service, jpeg_bytes(smooth_picture(40, 30, seed=200 + i)), size=32) for i in range(4)]
-    assert [a.status_code for a in answers] == [200] * 4
+    with Load(service, clients=3, seed=7000, size=32) as load:
+        wait_for(lambda: len(load.answers) >= 3)
+        ray.kill(actor, no_restart=False)
+        served_before = len(load.answers)
+        wait_for(lambda: len(load.answers) >= served_before + 6)
+    assert [a.status_code for a in load.answers] == [200] * len(load.answers)
     # The actor is back (empty); new results are cached and hit again.
     wait_for(lambda: ray.get(actor.stats.remote(), timeout=5) is not None)
     fresh = jpeg_bytes(smooth_picture(40, 30, seed=300))
@@ -64,3 +123,44 @@ def test_requests_are_served_while_the_cache_actor_restarts(service: Service) ->
     stats = httpx.get(f"{service.url}/v1/stats").json()
     assert stats["cache"]["entries"] >= 1
     assert post(service, fresh, size=24).headers["x-cache"] == "hit"
+
+
+@pytest.fixture
+def damaged(service: Service, tmp_path: Path) -> Iterator[str]:
+    """A second app whose paprika weights file is cut short (celeba_distill is intact)."""
+    from ray import serve
+
+    from deployments.app import compose
+
+    for name in ("paprika", "celeba_distill"):
+        shutil.copy(service.weights_dir / f"{name}.pt", tmp_path / f"{name}.pt")
+    data = (tmp_path / "paprika.pt").read_bytes()
+    (tmp_path / "paprika.pt").write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
+    settings = Settings(precision="fp32", weights_dir=tmp_path, styles=["paprika", "celeba_distill"],
+                        adaptive_batching=False, max_batch_size=1)
+    # The session's runtime_env sets ANIMEGAN_WEIGHTS_DIR, which wins over args: override it.
+    actor = {"num_cpus": 0, "runtime_env": {"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(tmp_path)}}}
+    app = compose(settings, deployment_options={
+        "StyleModel": {"num_replicas": 1, "ray_actor_options": actor},
+        "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
+    })
+    serve.run(app, name="damaged", route_prefix="/damaged")
+    url = f"{service.url}/damaged"
+    wait_healthy(url)
+    yield url
+    serve.delete("damaged")
+
+
+def test_a_corrupt_weights_file_disables_its_style_and_the_others_serve(damaged: str) -> None:
+    listed = {s["name"]: s for s in httpx.get(f"{damaged}/v1/styles").json()}
+    assert not listed["paprika"]["ready"] and listed["paprika"]["error"]
+    assert listed["celeba_distill"]["ready"] and listed["celeba_distill"]["error"] is None
+    picture = jpeg_bytes(smooth_picture(64, 48, seed=8000))
+    refused = httpx.post(f"{damaged}/v1/stylize", content=picture,
+                         params={"style": "paprika", "size": 32}, timeout=60)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "style_not_ready"
+    assert "paprika" in refused.json()["error"]["message"]
+    served = httpx.post(f"{damaged}/v1/stylize", content=picture,
+                        params={"style": "celeba_distill", "size": 32}, timeout=60)
+    assert served.status_code == 200, served.text
