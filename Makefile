@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench soak clean
 
 # torch is installed first and pinned to the CPU build, so nothing pulls the CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -30,6 +30,9 @@ test: install $(CHROMIUM)
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+soak: install
+	$(BIN)/python benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

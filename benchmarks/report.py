@@ -87,3 +87,16 @@ def chart(s: Mapping[str, LoadResult]) -> Image.Image:
             "naive (seed)": series("naive misses", lambda r: r.percentile(50)),
         }, x_label="concurrent clients", y_label="ms")
     return side_by_side(throughput, latency)
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """`text` with the section between `<!-- name -->` markers set to `body` (appended if new).
+
+    `make bench` and `make soak` each own one section of RESULTS.md and keep the other's.
+    """
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.rstrip()}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        return before + block + rest.split(end, 1)[1].lstrip("\n")
+    return text.rstrip() + ("\n\n" if text.strip() else "") + block

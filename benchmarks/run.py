@@ -259,10 +259,12 @@ def main() -> None:
 def write_report(
     machine_line: str, bare: list[BareResult], served: dict[str, LoadResult], stats: dict[str, object]
 ) -> None:
-    from benchmarks.report import render
+    from benchmarks.report import render, replace_section
 
     text, chart = render(machine_line, bare, served, stats)
-    (ROOT / "benchmarks" / "RESULTS.md").write_text(text)
+    path = ROOT / "benchmarks" / "RESULTS.md"
+    old = path.read_text() if path.exists() else ""
+    path.write_text(replace_section(old, "bench", text))
     chart.save(ROOT / "benchmarks" / "throughput.png")
     print(text)
 
