@@ -130,6 +130,34 @@ def _wait(url: str, timeout_s: float = 180) -> None:
     raise TimeoutError(url)
 
 
+def cold_start_s(weights_dir: Path, timeout_s: float = 180) -> float:
+    """Seconds from `serve run serve_config.yaml` (what `make serve` runs) to the first picture."""
+    import signal
+    import subprocess
+
+    import httpx
+
+    env = {**os.environ, "ANIMEGAN_WEIGHTS_DIR": str(weights_dir)}
+    picture = Photos(seed=2).unique(1)[0]
+    start = time.monotonic()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("serve")), "run", "serve_config.yaml"],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while time.monotonic() - start < timeout_s:
+            try:
+                answer = httpx.post("http://127.0.0.1:8000/v1/stylize", content=picture,
+                                    params={"size": 256}, timeout=30)
+                if answer.status_code == 200:
+                    return time.monotonic() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise TimeoutError("serve run gave no picture in time")
+    finally:
+        server.send_signal(signal.SIGINT)  # serve run shuts Serve and its Ray cluster down
+        server.wait(timeout=60)
+
+
 # -- scenarios -----------------------------------------------------------------------------------------
 
 
@@ -243,6 +271,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         weights_dir = Path(folder)
         write_seeded(weights_dir, list(OFFICIAL_STYLES))
+        cold = cold_start_s(weights_dir)
+        print(f"cold start (serve run to first picture): {cold:.1f} s", flush=True)
         print("served (HTTP, closed loop)", flush=True)
         url = start_cluster(weights_dir)
         try:
@@ -253,15 +283,16 @@ def main() -> None:
 
             serve.shutdown()
             ray.shutdown()
-    write_report(machine(), bare, served, stats)
+    write_report(machine(), bare, served, stats, cold)
 
 
 def write_report(
-    machine_line: str, bare: list[BareResult], served: dict[str, LoadResult], stats: dict[str, object]
+    machine_line: str, bare: list[BareResult], served: dict[str, LoadResult],
+    stats: dict[str, object], cold_start: float,
 ) -> None:
     from benchmarks.report import render, replace_section
 
-    text, chart = render(machine_line, bare, served, stats)
+    text, chart = render(machine_line, bare, served, stats, cold_start)
     path = ROOT / "benchmarks" / "RESULTS.md"
     old = path.read_text() if path.exists() else ""
     path.write_text(replace_section(old, "bench", text))

@@ -70,6 +70,7 @@ class Ingress:
         )
         self.hot = ResultStore(self.settings.local_cache_max_bytes, ttl_s=self.settings.cache_ttl_s)
         self.outcomes: Counter[str] = Counter()
+        self.active = 0  # requests this replica is working on
         self._styles: list[dict[str, Any]] = []
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
@@ -106,6 +107,7 @@ class Ingress:
 
     async def process(self, image: bytes, options: StylizeOptions) -> StylizeResult:
         start = time.perf_counter()
+        self.active += 1
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 result = await self._process(image, options)
@@ -113,6 +115,8 @@ class Ingress:
             raise Timeout(
                 f"no result within the {self.settings.request_timeout_s:g} s deadline; retry later"
             ) from None
+        finally:
+            self.active -= 1
         self._requests_metric.inc(tags={"cache": result.cache})
         self._latency_metric.observe((time.perf_counter() - start) * 1e3)
         return result
@@ -151,9 +155,11 @@ class Ingress:
 
     async def _run_model(self, pixels: np.ndarray, style: str) -> np.ndarray:
         """One inference; retried once elsewhere if the replica running it dies."""
+        # Alone in this ingress: no other request can want the model's cores while it runs.
+        solo = self.active == 1
         for attempt in range(MODEL_ATTEMPTS):
             try:
-                return await self.model.stylize.remote(pixels, style)
+                return await self.model.stylize.remote(pixels, style, solo)
             except BackPressureError:
                 raise Overloaded("the model replicas are at capacity; retry in a few seconds") from None
             except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:

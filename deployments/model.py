@@ -35,6 +35,7 @@ REPORT_EVERY_S = 0.5
 class StyleRequest:
     pixels: np.ndarray  # (H, W, 3) uint8
     style: str
+    solo: bool  # no other inference in flight: it may borrow the idle cores
 
 
 @serve.deployment(
@@ -53,6 +54,7 @@ class StyleModel:
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
             settings = settings.model_copy(update={"threads": max(1, int(cpus))})
         self.engine = Engine.load(settings)
+        self.solo_threads = settings.solo_threads
         log.info("precision %s: %s", self.engine.precision, self.engine.precision_reason)
         self.policy = BatchPolicy(
             limit=settings.max_batch_size,
@@ -79,12 +81,16 @@ class StyleModel:
         self._apply_policy()
         self._report(force=True)  # so /v1/stats counts this replica before it serves
 
-    async def stylize(self, pixels: np.ndarray, style: str) -> np.ndarray:
-        """One decoded picture in, its stylized pixels out (batched with its neighbours)."""
+    async def stylize(self, pixels: np.ndarray, style: str, solo: bool = False) -> np.ndarray:
+        """One decoded picture in, its stylized pixels out (batched with its neighbours).
+
+        `solo`: the caller has no other inference in flight, so other replicas' cores are idle.
+        """
         self.queue_depth += 1
         self._apply_policy()
         try:
-            result = await self._run_batch(StyleRequest(pixels, style))
+            request = StyleRequest(pixels, style, solo=solo and self.queue_depth == 1)
+            result = await self._run_batch(request)
         finally:
             self.queue_depth -= 1
             self._apply_policy()
@@ -100,14 +106,18 @@ class StyleModel:
         for index, request in enumerate(requests):
             groups[(request.style, request.pixels.shape)].append(index)
         results: list[np.ndarray | Exception] = [None] * len(requests)  # type: ignore[list-item]
+        alone = len(requests) == 1 and requests[0].solo
+        threads = self.solo_threads if alone else None
         for (style, shape), indices in groups.items():
             start = time.perf_counter()
             try:
-                outputs: list[Any] = self.engine.run(style, [requests[i].pixels for i in indices])
+                outputs: list[Any] = self.engine.run(
+                    style, [requests[i].pixels for i in indices], threads=threads
+                )
             except Exception as exc:  # noqa: BLE001 - handed back to each caller of the group
                 outputs = [exc] * len(indices)
             else:
-                self._record(len(indices), time.perf_counter() - start, shape)
+                self._record(len(indices), time.perf_counter() - start, shape, solo=alone)
             for index, output in zip(indices, outputs, strict=True):
                 results[index] = output
         return results
@@ -133,10 +143,11 @@ class StyleModel:
         self._run_batch.set_batch_wait_timeout_s(decision.wait_timeout_s)
         self._depth_metric.set(self.queue_depth)
 
-    def _record(self, size: int, seconds: float, shape: tuple[int, ...]) -> None:
+    def _record(self, size: int, seconds: float, shape: tuple[int, ...], *, solo: bool) -> None:
         self.inferences += size
         self.batch_sizes[size] += 1
-        self.policy.observe(size, seconds, megapixels=size * shape[0] * shape[1] / 1e6)
+        if not solo:  # borrowed cores would flatter batch size 1 in the learned curve
+            self.policy.observe(size, seconds, megapixels=size * shape[0] * shape[1] / 1e6)
         self._batch_size_metric.observe(size)
         self._latency_metric.observe(seconds * 1e3)
 

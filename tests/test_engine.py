@@ -59,6 +59,15 @@ def test_runs_are_deterministic(fp32_engine: Engine) -> None:
     assert np.array_equal(fp32_engine.run("s", [picture])[0], fp32_engine.run("s", [picture])[0])
 
 
+def test_a_run_may_borrow_threads_and_gives_them_back(fp32_engine: Engine) -> None:
+    picture = smooth_picture(64, 48)
+    before = torch.get_num_threads()
+    (usual,) = fp32_engine.run("s", [picture])
+    (wider,) = fp32_engine.run("s", [picture], threads=before + 1)
+    assert torch.get_num_threads() == before
+    assert np.abs(usual.astype(int) - wider.astype(int)).max() <= 1
+
+
 def test_bf16_passes_the_quality_gate_against_fp32(fp32_engine: Engine) -> None:
     picture = gate_picture(96)
     (fp32,) = fp32_engine.run("s", [picture])

@@ -11,7 +11,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,8 +101,13 @@ class Engine:
     def ready_styles(self) -> list[str]:
         return list(self.networks)
 
-    def run(self, style: str, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Stylize same-shaped (H, W, 3) uint8 images with one style; same shapes come back."""
+    def run(
+        self, style: str, images: Sequence[np.ndarray], *, threads: int | None = None
+    ) -> list[np.ndarray]:
+        """Stylize same-shaped (H, W, 3) uint8 images with one style; same shapes come back.
+
+        `threads` overrides torch's thread count for this call only.
+        """
         network = self.networks.get(style)
         if network is None:
             status = self.statuses.get(style)
@@ -109,7 +115,7 @@ class Engine:
                 raise UnknownStyle(f"unknown style {style!r}")
             raise StyleNotReady(f"style {style!r} is not ready: {status.error}")
         batch = torch.from_numpy(np.stack(images))  # (N, H, W, 3) uint8
-        with torch.inference_mode():
+        with torch.inference_mode(), torch_threads(threads):
             out = stylize_tensor(network, batch.permute(0, 3, 1, 2), self.dtype)
         pixels = out.permute(0, 2, 3, 1).numpy()  # contiguous: `out` is channels_last
         return list(pixels)
@@ -119,6 +125,20 @@ class Engine:
         picture = gate_picture(side)
         for style in self.networks:
             self.run(style, [picture])
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `count` inside the block (switching costs ~nothing)."""
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_network(state_dict: Mapping[str, torch.Tensor], *, style: str = "") -> Generator:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # Engine
     precision: Precision = "auto"
     threads: int | None = Field(default=None, ge=1, description="torch threads; None keeps torch's.")
+    # A request with the model replicas to itself may use more threads: at low load a second
+    # core idles otherwise (on 2 cores: 60 ms instead of 103 ms at 256 px bf16).
+    solo_threads: int | None = Field(default=None, ge=1)
 
     # Input limits, checked before a full decode
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
