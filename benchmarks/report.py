@@ -14,7 +14,7 @@ from benchmarks.loadgen import LoadResult
 
 def render(
     machine: str, bare: list[BareResult], served: Mapping[str, LoadResult],
-    stats: Mapping[str, object], cold_start_s: float,
+    stats: Mapping[str, object], cold_start_s: float, cpu: Mapping[str, float],
 ) -> tuple[str, Image.Image]:
     lines = [
         "# Benchmark results",
@@ -39,6 +39,14 @@ def render(
         lines.append(f"| {name} | {r.throughput:.2f} | {r.percentile(50):.1f} | {r.percentile(95):.1f} "
                      f"| {r.percentile(99):.1f} | {r.errors} | {cache} |")
     lines += ["", f"Model deployment after the run: `{stats}`", ""]
+    if cpu:
+        total = sum(cpu.values())
+        lines += ["## CPU per request, all misses at 8 clients", "",
+                  "From /proc, every Ray process and the load generator, over the c=8 run; "
+                  f"{total:.0f} ms in all per request.", "",
+                  "| process | CPU ms per request | share |", "| --- | ---: | ---: |"]
+        lines += [f"| {name} | {ms:.1f} | {ms / total:.0%} |" for name, ms in cpu.items()]
+        lines.append("")
     lines += ["## Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
     checks = [*targets(bare, served),
               ("cold start: `serve run serve_config.yaml` to the first picture < 30 s",

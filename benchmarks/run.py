@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.bare import BareResult, measure  # noqa: E402
 from benchmarks.loadgen import LoadResult, run_load  # noqa: E402
+from benchmarks.procs import cpu_s, ray_processes  # noqa: E402
 
 PHOTOS = ROOT.parent / "shared" / "photos"
 NAIVE_ARGS = {  # the seed article's design, in this app: fp32, fixed batches of 4 with a 1 s wait
@@ -169,7 +170,7 @@ def load(url: str, path: str, bodies: list[bytes], params: dict[str, object], *,
 
 def served_scenarios(
     url: str, weights_dir: Path, *, seconds: float
-) -> tuple[dict[str, LoadResult], dict[str, object]]:
+) -> tuple[dict[str, LoadResult], dict[str, object], dict[str, float]]:
     photos = Photos(seed=1)
     small = {"style": "paprika", "size": 256}
     square = {"style": "face_paint_512_v2", "size": 512, "crop": "square"}
@@ -182,10 +183,15 @@ def served_scenarios(
 
     deploy_ours(url)
     load(url, "/v1/stylize", photos.unique(120), small, clients=8, seconds=seconds)  # warm + scale
+    cpu: dict[str, float] = {}
     for clients in (1, 4, 8, 16):
         bodies = photos.unique(int(seconds * 40))
+        procs = ray_processes() | {os.getpid(): "load generator (this process)"}
+        before = {pid: cpu_s(pid) for pid in procs}
         record(f"ours misses c={clients}", load(url, "/v1/stylize", bodies, small,
                                                 clients=clients, seconds=seconds))
+        if clients == 8:
+            cpu = cpu_per_request(procs, before, runs["ours misses c=8"])
     popular = photos.unique(20)
     load(url, "/v1/stylize", popular, small, clients=4, seconds=seconds * 2)  # fill the cache
     for clients in (1, 8):
@@ -219,7 +225,19 @@ def served_scenarios(
         s["batch_policy"]["seconds_per_megapixel"] for s in model["per_replica"].values()
     ]
     print(f"  model deployment: {summary}", flush=True)
-    return runs, summary
+    return runs, summary, cpu
+
+
+def cpu_per_request(
+    procs: dict[int, str], before: dict[int, float | None], result: LoadResult
+) -> dict[str, float]:
+    """CPU milliseconds per answered request, by process name (replicas of one name summed)."""
+    spent: dict[str, float] = {}
+    for pid, name in procs.items():
+        after = cpu_s(pid)
+        if after is not None and before[pid] is not None:
+            spent[name] = spent.get(name, 0.0) + (after - before[pid]) * 1e3 / result.requests
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def _stats(url: str) -> dict:
@@ -276,23 +294,23 @@ def main() -> None:
         print("served (HTTP, closed loop)", flush=True)
         url = start_cluster(weights_dir)
         try:
-            served, stats = served_scenarios(url, weights_dir, seconds=seconds)
+            served, stats, cpu = served_scenarios(url, weights_dir, seconds=seconds)
         finally:
             import ray
             from ray import serve
 
             serve.shutdown()
             ray.shutdown()
-    write_report(machine(), bare, served, stats, cold)
+    write_report(machine(), bare, served, stats, cold, cpu)
 
 
 def write_report(
     machine_line: str, bare: list[BareResult], served: dict[str, LoadResult],
-    stats: dict[str, object], cold_start: float,
+    stats: dict[str, object], cold_start: float, cpu: dict[str, float],
 ) -> None:
     from benchmarks.report import render, replace_section
 
-    text, chart = render(machine_line, bare, served, stats, cold_start)
+    text, chart = render(machine_line, bare, served, stats, cold_start, cpu)
     path = ROOT / "benchmarks" / "RESULTS.md"
     old = path.read_text() if path.exists() else ""
     path.write_text(replace_section(old, "bench", text))

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.loadgen import run_load  # noqa: E402
+from benchmarks.procs import ray_processes, rss_mib  # noqa: E402
 from benchmarks.report import replace_section  # noqa: E402
 from benchmarks.run import Photos, deploy_ours, machine, start_cluster  # noqa: E402
 
@@ -48,37 +49,6 @@ class Soak:
 def unique(bodies: list[bytes], index: int) -> bytes:
     """A distinct upload per request: bytes after a JPEG's end marker change the key, not the picture."""
     return bodies[index % len(bodies)] + index.to_bytes(8, "big")
-
-
-def ray_processes() -> dict[int, str]:
-    """pid -> name of every Ray process on this machine (workers show as `ray::<actor>`)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        first = argv[0].decode(errors="replace")
-        if first.startswith("ray::"):
-            found[int(entry.name)] = first.split()[0]
-        elif any(part in first for part in ("raylet", "gcs_server")) or any(
-            b"ray/_private" in a or b"ray/dashboard" in a or b"ray/autoscaler" in a for a in argv
-        ):
-            script = next((a.decode() for a in argv[1:] if a.endswith(b".py")), first)
-            found[int(entry.name)] = Path(script).name if script.endswith(".py") else Path(first).name
-    return found
-
-
-def rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 async def drive(url: str, bodies: list[bytes], rate: float, seconds: float) -> Soak:
