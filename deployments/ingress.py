@@ -2,9 +2,8 @@
 
 Request path, in order: validate options -> check the byte limit -> cache key (image bytes +
 options + the style's weights identity) -> this replica's hot cache -> the cluster cache
-actor (hit, or wait for an identical request in flight, or claim the key) -> admission (shed
-at once if the model just refused work at this load) -> decode -> model deployment -> encode
--> publish to both caches. HTTP parsing lives in `http.py`;
+actor (hit, or wait for an identical request in flight, or claim the key) -> decode ->
+model deployment -> encode -> publish to both caches. HTTP parsing lives in `http.py`;
 Python callers use `stylize` through `serve.get_app_handle("animegan")`.
 """
 
@@ -27,7 +26,6 @@ from ray.serve.handle import DeploymentHandle
 
 from .cache import CacheClient
 from .core import imaging, pipeline
-from .core.admission import Admission
 from .core.cache_key import cache_key
 from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, UnknownStyle
 from .core.options import StylizeOptions
@@ -73,7 +71,6 @@ class Ingress:
         self.hot = ResultStore(self.settings.local_cache_max_bytes, ttl_s=self.settings.cache_ttl_s)
         self.outcomes: Counter[str] = Counter()
         self.active = 0  # requests this replica is working on
-        self.admission = Admission()
         self._styles: list[dict[str, Any]] = []
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
@@ -152,8 +149,6 @@ class Ingress:
 
     async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
         """Decode here (bad input never reaches a batch), stylize there, encode here."""
-        if not self.admission.admit():
-            raise Overloaded("the model replicas are at capacity; retry in a few seconds")
         pixels = await asyncio.to_thread(pipeline.prepare, image, options, self.settings)
         stylized = await self._run_model(pixels, options.style)
         return await asyncio.to_thread(pipeline.finish, stylized, options, self.settings)
@@ -164,14 +159,9 @@ class Ingress:
         solo = self.active == 1
         for attempt in range(MODEL_ATTEMPTS):
             try:
-                with self.admission.call():
-                    try:
-                        return await self.model.stylize.remote(pixels, style, solo)
-                    except BackPressureError:
-                        self.admission.refused()
-                        raise Overloaded(
-                            "the model replicas are at capacity; retry in a few seconds"
-                        ) from None
+                return await self.model.stylize.remote(pixels, style, solo)
+            except BackPressureError:
+                raise Overloaded("the model replicas are at capacity; retry in a few seconds") from None
             except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:
                 log.warning("model replica lost mid-request (attempt %d): %s", attempt + 1,
                             type(exc).__name__)
@@ -237,7 +227,6 @@ class Ingress:
                 **self.outcomes,
                 "hot_cache": self.hot.stats(),
                 "cache_unavailable": self.cache.unavailable,
-                "shed_before_decode": self.admission.shed,
             },
             "model": {
                 "replicas": len(replicas),
