@@ -35,6 +35,10 @@ def replica_actors(deployment: str) -> list[ray.actor.ActorHandle]:
     ]
 
 
+def cached_entries(service: Service) -> int:
+    return httpx.get(f"{service.url}/v1/stats", timeout=10).json()["cache"]["entries"]
+
+
 def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -45,7 +49,10 @@ def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyp
 
 def test_the_cache_survives_the_death_of_an_ingress_replica(service: Service) -> None:
     image = jpeg_bytes(smooth_picture(80, 60, seed=101))
+    before = cached_entries(service)
     assert post(service, image, size=32).headers["x-cache"] == "miss"
+    # The result is published to the actor after the answer; killing first could lose it.
+    wait_for(lambda: cached_entries(service) > before)
     (ingress,) = replica_actors("Ingress")
     ray.kill(ingress, no_restart=True)
     wait_for(lambda: replica_actors("Ingress") and replica_actors("Ingress")[0] != ingress)
