@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import socket
 import threading
 import time
@@ -183,21 +184,50 @@ def wait_healthy(url: str, timeout_s: float = 120) -> None:
 API_KEY = "test-key-0123456789abcdef"
 
 
-@pytest.fixture(scope="session")
-def locked_service(service: Service) -> Iterator[str]:
-    """A second app on the session cluster that asks for `API_KEY` (one style, no CPU claim)."""
+def deploy_side_app(
+    service: Service, name: str, settings: Settings, *,
+    actor_options: dict | None = None, model_options: dict | None = None,
+) -> str:
+    """`settings` as a second app at /<name> on the session cluster: one replica each, no CPU."""
     from ray import serve
 
     from deployments.app import compose
 
+    actor = {"num_cpus": 0, **(actor_options or {})}
+    app = compose(settings, deployment_options={
+        "StyleModel": {"num_replicas": 1, "ray_actor_options": actor, **(model_options or {})},
+        "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
+    })
+    serve.run(app, name=name, route_prefix=f"/{name}")
+    url = f"{service.url}/{name}"
+    wait_healthy(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def locked_service(service: Service) -> Iterator[str]:
+    """A second app that asks for `API_KEY` (one style)."""
+    from ray import serve
+
     settings = Settings(precision="fp32", weights_dir=service.weights_dir, styles=["paprika"],
                         api_key=API_KEY, adaptive_batching=False, max_batch_size=1)
-    app = compose(settings, deployment_options={
-        "StyleModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
-        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
-    })
-    serve.run(app, name="locked", route_prefix="/locked")
-    url = f"{service.url}/locked"
-    wait_healthy(url)
-    yield url
+    yield deploy_side_app(service, "locked", settings)
     serve.delete("locked")
+
+
+@pytest.fixture(scope="session")
+def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second app whose paprika weights file is cut short (celeba_distill is intact)."""
+    from ray import serve
+
+    folder = tmp_path_factory.mktemp("damaged")
+    for name in ("paprika", "celeba_distill"):
+        shutil.copy(service.weights_dir / f"{name}.pt", folder / f"{name}.pt")
+    data = (folder / "paprika.pt").read_bytes()
+    (folder / "paprika.pt").write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
+    settings = Settings(precision="fp32", weights_dir=folder, styles=["paprika", "celeba_distill"],
+                        adaptive_batching=False, max_batch_size=1)
+    # The session's runtime_env sets ANIMEGAN_WEIGHTS_DIR, which wins over args: override it.
+    env = {"runtime_env": {"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(folder)}}}
+    yield deploy_side_app(service, "damaged", settings, actor_options=env)
+    serve.delete("damaged")

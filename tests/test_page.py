@@ -116,3 +116,17 @@ def test_it_fits_a_phone_screen(browser: Browser, service: Service) -> None:
     expect(page.locator("#style option[value=paprika]")).to_be_enabled()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     context.close()
+
+
+def test_a_style_that_is_not_ready_is_disabled_and_says_why(
+    browser: Browser, damaged_service: str
+) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(damaged_service + "/")
+    paprika = page.locator("#style option[value=paprika]")
+    expect(paprika).to_be_disabled()
+    expect(paprika).to_have_text("paprika (not ready)")
+    assert "Not ready:" in paprika.get_attribute("data-about")
+    expect(page.locator("#style")).to_have_value("celeba_distill")  # the first ready style
+    context.close()

@@ -4,32 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from deployments.core.settings import Settings
-from tests.conftest import Service, jpeg_bytes, smooth_picture
+from tests.conftest import Service, deploy_side_app, jpeg_bytes, smooth_picture
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def tight(service: Service) -> str:
+def tight(service: Service) -> Iterator[str]:
     """One model replica that takes one request at a time and queues one more."""
     from ray import serve
 
-    from deployments.app import compose
-
     settings = Settings(precision="fp32", request_timeout_s=4, weights_dir=service.weights_dir,
                         styles=["paprika"])
-    app = compose(settings, deployment_options={
-        "StyleModel": {"num_replicas": 1, "max_ongoing_requests": 1, "max_queued_requests": 1,
-                       "ray_actor_options": {"num_cpus": 0}},
-        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}},
-    })
-    serve.run(app, name="tight", route_prefix="/tight")
-    yield f"{service.url}/tight"
+    yield deploy_side_app(service, "tight", settings,
+                          model_options={"max_ongoing_requests": 1, "max_queued_requests": 1})
     serve.delete("tight")
 
 

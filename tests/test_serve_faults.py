@@ -5,18 +5,14 @@ Runs after test_serve_app.py (same session cluster); each test leaves the app he
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import ray
 
 from deployments.cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
-from deployments.core.settings import Settings
 from tests.conftest import Service, jpeg_bytes, smooth_picture, wait_healthy
 
 pytestmark = pytest.mark.timeout(600)
@@ -132,33 +128,10 @@ def test_requests_are_served_while_the_cache_actor_restarts(service: Service) ->
     assert post(service, fresh, size=24).headers["x-cache"] == "hit"
 
 
-@pytest.fixture
-def damaged(service: Service, tmp_path: Path) -> Iterator[str]:
-    """A second app whose paprika weights file is cut short (celeba_distill is intact)."""
-    from ray import serve
-
-    from deployments.app import compose
-
-    for name in ("paprika", "celeba_distill"):
-        shutil.copy(service.weights_dir / f"{name}.pt", tmp_path / f"{name}.pt")
-    data = (tmp_path / "paprika.pt").read_bytes()
-    (tmp_path / "paprika.pt").write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
-    settings = Settings(precision="fp32", weights_dir=tmp_path, styles=["paprika", "celeba_distill"],
-                        adaptive_batching=False, max_batch_size=1)
-    # The session's runtime_env sets ANIMEGAN_WEIGHTS_DIR, which wins over args: override it.
-    actor = {"num_cpus": 0, "runtime_env": {"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(tmp_path)}}}
-    app = compose(settings, deployment_options={
-        "StyleModel": {"num_replicas": 1, "ray_actor_options": actor},
-        "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
-    })
-    serve.run(app, name="damaged", route_prefix="/damaged")
-    url = f"{service.url}/damaged"
-    wait_healthy(url)
-    yield url
-    serve.delete("damaged")
-
-
-def test_a_corrupt_weights_file_disables_its_style_and_the_others_serve(damaged: str) -> None:
+def test_a_corrupt_weights_file_disables_its_style_and_the_others_serve(
+    damaged_service: str,
+) -> None:
+    damaged = damaged_service
     listed = {s["name"]: s for s in httpx.get(f"{damaged}/v1/styles").json()}
     assert not listed["paprika"]["ready"] and listed["paprika"]["error"]
     assert listed["celeba_distill"]["ready"] and listed["celeba_distill"]["error"] is None
