@@ -420,14 +420,13 @@ class ServerClient:
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
         self.http = httpx.Client(base_url=self.url, timeout=120, headers=headers)
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, *, remedy: str = "start it with `make serve`") -> Any:
         """The JSON at `path` (exits with one line if the server is unreachable or refuses)."""
         try:
             answer = self.http.get(path)
         except httpx.HTTPError as exc:
             raise click.ClickException(
-                f"cannot reach animegan-serve at {self.url} ({exc}); start it with `make serve`"
-                + (" or pass --local" if path == "/v1/styles" else "")
+                f"cannot reach animegan-serve at {self.url} ({exc}); {remedy}"
             ) from None
         if answer.status_code != 200:
             raise click.ClickException(f"{self.url}{path}: {self._error(answer).message}")
@@ -435,7 +434,8 @@ class ServerClient:
 
     def adopt_styles(self, settings: Settings) -> Settings:
         """`settings` with the server's style list."""
-        names = [s["name"] for s in self.get("/v1/styles")]
+        listed = self.get("/v1/styles", remedy="start it with `make serve` or pass --local")
+        names = [s["name"] for s in listed]
         default = settings.default_style if settings.default_style in names else names[0]
         return settings.model_copy(update={"styles": names, "default_style": default})
 

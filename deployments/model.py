@@ -35,7 +35,7 @@ REPORT_EVERY_S = 0.5
 class StyleRequest:
     pixels: np.ndarray  # (H, W, 3) uint8
     style: str
-    solo: bool  # no other inference in flight: it may borrow the idle cores
+    solo: bool  # the only request its ingress is working on: it may borrow the idle cores
 
 
 @serve.deployment(
@@ -84,7 +84,7 @@ class StyleModel:
     async def stylize(self, pixels: np.ndarray, style: str, solo: bool = False) -> np.ndarray:
         """One decoded picture in, its stylized pixels out (batched with its neighbours).
 
-        `solo`: the caller has no other inference in flight, so other replicas' cores are idle.
+        `solo`: the caller has no other request in progress, so the other replicas' cores idle.
         """
         self.queue_depth += 1
         self._apply_policy()

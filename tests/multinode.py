@@ -53,9 +53,11 @@ def main(weights_dir: str, port: int) -> dict[str, Any]:
         wait_healthy(url)
 
         image = jpeg_bytes(smooth_picture(64, 48, seed=4242))
-        calls = [stylize_from_here.options(scheduling_strategy=on(node)).remote(image)
-                 for node in (worker_id, head_id)]
-        callers = [ray.get(call, timeout=120) for call in calls]  # one after the other
+        callers = [  # one after the other: the head's call finds the worker's result cached
+            ray.get(stylize_from_here.options(scheduling_strategy=on(node)).remote(image),
+                    timeout=120)
+            for node in (worker_id, head_id)
+        ]
         for i in range(8):  # distinct pictures over HTTP, so both model replicas work
             httpx.post(f"{url}/v1/stylize", content=jpeg_bytes(smooth_picture(64, 48, seed=i)),
                        params={"style": "paprika", "size": 32}, timeout=60).raise_for_status()
