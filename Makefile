@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install serve test bench soak clean
+.PHONY: install serve lint test test-fast bench soak clean
 
 # torch is installed first and pinned to the CPU build, so nothing pulls the CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -25,14 +25,24 @@ $(CHROMIUM):
 serve: install
 	$(BIN)/serve run serve_config.yaml
 
-test: install $(CHROMIUM)
+# Lint, format and types are checked, not hoped for: `make test` runs this first.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint $(CHROMIUM)
 	$(BIN)/python -m pytest
 
+# The tests that need no Ray cluster and no browser: seconds, for the edit-test loop.
+test-fast: install
+	$(BIN)/python -m pytest -m "not cluster"
+
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python -m benchmarks.run
 
 soak: install
-	$(BIN)/python benchmarks/soak.py
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info

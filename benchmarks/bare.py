@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from dataclasses import dataclass
+from typing import Any
 
 Cell = tuple[str, int, int]  # precision, side, batch
 
@@ -24,7 +25,7 @@ class BareResult:
     ms_per_batch: float
 
 
-def _worker(threads: int, cells: list[Cell], seconds: float, barrier, out) -> None:  # type: ignore[no-untyped-def]
+def _worker(threads: int, cells: list[Cell], seconds: float, barrier: Any, out: Any) -> None:
     import torch
 
     from deployments.core.engine import Engine, gate_picture
@@ -52,8 +53,10 @@ def measure(cells: list[Cell], *, processes: int, threads: int, seconds: float) 
     """Run every cell under one layout; results in the order of `cells`."""
     context = mp.get_context("spawn")
     barrier, out = context.Barrier(processes), context.Queue()
-    workers = [context.Process(target=_worker, args=(threads, cells, seconds, barrier, out))
-               for _ in range(processes)]
+    workers = [
+        context.Process(target=_worker, args=(threads, cells, seconds, barrier, out))
+        for _ in range(processes)
+    ]
     for worker in workers:
         worker.start()
     rates: dict[Cell, list[tuple[float, float]]] = {}
@@ -63,7 +66,12 @@ def measure(cells: list[Cell], *, processes: int, threads: int, seconds: float) 
     for worker in workers:
         worker.join()
     return [
-        BareResult(*cell, processes, threads, sum(r for r, _ in rates[cell]),
-                   max(ms for _, ms in rates[cell]))
+        BareResult(
+            *cell,
+            processes,
+            threads,
+            sum(r for r, _ in rates[cell]),
+            max(ms for _, ms in rates[cell]),
+        )
         for cell in cells
     ]

@@ -8,7 +8,11 @@ COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
 def line_chart(
-    title: str, series: dict[str, list[tuple[float, float]]], *, x_label: str, y_label: str,
+    title: str,
+    series: dict[str, list[tuple[float, float]]],
+    *,
+    x_label: str,
+    y_label: str,
     size: tuple[int, int] = (560, 360),
 ) -> Image.Image:
     """One panel: each series is a list of (x, y) points, joined in x order."""
@@ -21,8 +25,10 @@ def line_chart(
     y_max = (max((y for _, y in points), default=1) or 1) * 1.1
 
     def at(x: float, y: float) -> tuple[float, float]:
-        return (left + x / x_max * (width - left - right),
-                height - bottom - y / y_max * (height - top - bottom))
+        return (
+            left + x / x_max * (width - left - right),
+            height - bottom - y / y_max * (height - top - bottom),
+        )
 
     draw.text((left, 10), title, fill="black")
     draw.line([at(0, 0), at(x_max, 0)], fill="black")

@@ -25,7 +25,9 @@ def ray_processes() -> dict[int, str]:
             b"ray/_private" in a or b"ray/dashboard" in a or b"ray/autoscaler" in a for a in argv
         ):
             script = next((a.decode() for a in argv[1:] if a.endswith(b".py")), first)
-            found[int(entry.name)] = Path(script).name if script.endswith(".py") else Path(first).name
+            found[int(entry.name)] = (
+                Path(script).name if script.endswith(".py") else Path(first).name
+            )
     return found
 
 

@@ -1,8 +1,8 @@
 """The Serve application `animegan`: Ingress -> StyleModel, wired once.
 
 `serve run serve_config.yaml` calls `build_app` with the config's `args` (any field of
-`Settings`). Settings are resolved here, environment included, and handed to every replica,
-so `ANIMEGAN_*` variables of the shell that deploys apply cluster-wide.
+`Settings`). Settings are resolved here, once, environment included, and every replica gets the
+same typed object: the `ANIMEGAN_*` variables of the shell that deploys apply cluster-wide.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ APP_NAME = "animegan"
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The builder `serve run` calls; a bad option fails the deploy with its reason."""
-    return compose(Settings.from_args(args))
+    return compose(Settings(**(args or {})))
 
 
 def compose(
@@ -32,11 +32,9 @@ def compose(
 ) -> Application:
     """The application graph, with optional per-deployment options (as in serve_config.yaml)."""
     options = deployment_options or {}
-    resolved = settings.model_dump(mode="json")
-    if settings.api_key is not None:  # JSON masks secrets; the replicas need the key itself
-        resolved["api_key"] = settings.api_key.get_secret_value()
-    model = StyleModel.options(**options.get("StyleModel", {})).bind(resolved)
-    return Ingress.options(**options.get("Ingress", {})).bind(model, resolved)
+    # @serve.deployment turns the classes into Deployments, which mypy cannot see.
+    model = StyleModel.options(**options.get("StyleModel", {})).bind(settings)  # type: ignore[attr-defined]
+    return Ingress.options(**options.get("Ingress", {})).bind(model, settings)  # type: ignore[attr-defined]
 
 
 def from_config(path: str | Path, **overrides: Any) -> Application:
@@ -47,5 +45,4 @@ def from_config(path: str | Path, **overrides: Any) -> Application:
     config = yaml.safe_load(Path(path).read_text())
     (app,) = [a for a in config["applications"] if a["name"] == APP_NAME]
     options = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app["deployments"]}
-    settings = Settings.from_args({**app.get("args", {}), **overrides})
-    return compose(settings, deployment_options=options)
+    return compose(Settings(**{**app.get("args", {}), **overrides}), deployment_options=options)

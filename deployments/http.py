@@ -1,4 +1,8 @@
-"""The HTTP face of the ingress: routes, upload parsing, and the one place errors become JSON."""
+"""The HTTP face of the service: routes, upload parsing, and the one place errors become JSON.
+
+It depends only on the `Service` protocol below, which the ingress deployment implements; the
+tests drive it in-process through Starlette's TestClient with a plain stand-in.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -20,9 +24,8 @@ from starlette.types import Message
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.imaging import MEDIA_TYPES
 from .core.options import StylizeOptions
-
-if TYPE_CHECKING:
-    from .ingress import Ingress
+from .core.results import StyleStatus, Stylized
+from .core.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -30,6 +33,7 @@ log = logging.getLogger("ray.serve")
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
 TRANSFORM_SIZE = 256  # what the seed service's /transform produced
+RETRY_AFTER_S = 2  # what a 503 asks clients to wait
 PAGE = files(__package__).joinpath("page/index.html").read_text(encoding="utf-8")
 # The page ships everything it needs inline and talks only to this origin.
 PAGE_POLICY = (
@@ -38,41 +42,67 @@ PAGE_POLICY = (
 )
 
 
-def build_http_app(ingress: Ingress) -> Starlette:
-    """Routes bound to one ingress replica."""
-    settings = ingress.settings
+class Service(Protocol):
+    """What the routes need from the service behind them."""
+
+    settings: Settings
+
+    async def process(self, image: bytes, options: StylizeOptions) -> Stylized: ...
+
+    async def styles(self, *, wait_s: float = ...) -> list[StyleStatus]: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+
+def build_http_app(service: Service) -> Starlette:
+    """The routes, bound to one service (one ingress replica)."""
+    settings = service.settings
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})
 
     async def stylize(request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
-        result = await ingress.process(image, StylizeOptions.parse(params, settings))
+        result = await service.process(image, StylizeOptions.parse(params, settings))
         return Response(
             result.body,
             media_type=MEDIA_TYPES[result.options.format],
-            headers={"ETag": f'"{result.key}"', "X-Cache": result.cache, "X-Style": result.options.style},
+            headers={
+                "ETag": f'"{result.key}"',
+                "X-Cache": result.cache,
+                "X-Style": result.options.style,
+            },
         )
 
     async def transform(request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadParameter("send the image as multipart/form-data in the field 'image'")
-        options = StylizeOptions.parse({"size": TRANSFORM_SIZE, **params, "format": "png"}, settings)
-        result = await ingress.process(image, options)
+        options = StylizeOptions.parse(
+            {"size": TRANSFORM_SIZE, **params, "format": "png"}, settings
+        )
+        result = await service.process(image, options)
         return JSONResponse({"image_base64": result.body.hex()})  # hex, as the seed service sent
 
     async def styles(request: Request) -> Response:
-        listed = await ingress.styles()
         return JSONResponse(
-            [{k: s[k] for k in ("name", "description", "ready", "verified", "error")} for s in listed]
+            [
+                {
+                    "name": s.name,
+                    "description": s.description,
+                    "ready": s.ready,
+                    "verified": s.verified,
+                    "error": s.error,
+                }
+                for s in await service.styles()
+            ]
         )
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(await ingress.stats())
+        return JSONResponse(await service.stats())
 
     async def healthz(request: Request) -> Response:
-        ready = [s["name"] for s in await ingress.styles(wait_s=2.0) if s["ready"]]
+        ready = [s.name for s in await service.styles(wait_s=2.0) if s.ready]
         if ready:
             return JSONResponse({"status": "ok", "ready_styles": ready})
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
@@ -125,7 +155,10 @@ async def read_upload(request: Request, *, max_bytes: int) -> tuple[bytes, dict[
     params: dict[str, Any] = dict(request.query_params)
     if not content_type.startswith("multipart/form-data"):
         return bytes(body), params
-    return await _read_form(request, bytes(body), params)
+    image, params = await _read_form(request, bytes(body), params)
+    if len(image) > max_bytes:
+        raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {max_bytes:,} bytes")
+    return image, params
 
 
 async def _read_form(
@@ -140,31 +173,38 @@ async def _read_form(
         raise BadParameter(f"the multipart body is malformed ({exc.message})") from None
     except HTTPException as exc:  # Starlette's refusal of too many files or fields
         raise BadParameter(f"the multipart form is refused ({exc.detail})") from None
-    image = form.get("image")
-    if not isinstance(image, UploadFile):
-        raise BadParameter("the multipart form has no file field 'image'")
-    data = await image.read()
-    params.update({k: v for k, v in form.items() if k != "image" and isinstance(v, str)})
-    return data, params
+    try:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise BadParameter("the multipart form has no file field 'image'")
+        data = await image.read()
+        params.update({k: v for k, v in form.items() if k != "image" and isinstance(v, str)})
+        return data, params
+    finally:
+        await form.close()  # the parser's spooled temporary files
 
 
-def error_response(request: Request, exc: Exception) -> Response:
+async def error_response(request: Request, exc: Exception) -> Response:
     """Every refusal, as `{"error": {"code", "message"}}` with its status."""
     assert isinstance(exc, AnimeGANError)
-    headers = {503: {"Retry-After": "2"}, 401: {"WWW-Authenticate": "Bearer"}}.get(exc.http_status)
+    headers = {
+        503: {"Retry-After": str(RETRY_AFTER_S)},
+        401: {"WWW-Authenticate": "Bearer"},
+    }.get(exc.http_status)
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 
-def http_error_response(request: Request, exc: Exception) -> Response:
+async def http_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return JSONResponse(
-        {"error": {"code": code, "message": str(exc.detail)}}, status_code=exc.status_code,
+        {"error": {"code": code, "message": str(exc.detail)}},
+        status_code=exc.status_code,
         headers=exc.headers,
     )
 
 
-def internal_error_response(request: Request, exc: Exception) -> Response:
+async def internal_error_response(request: Request, exc: Exception) -> Response:
     """A fault of ours (a replica died mid-request, say): logged, and still a JSON answer."""
     log.error("request to %s failed: %s: %s", request.url.path, type(exc).__name__, exc)
     return JSONResponse(

@@ -1,11 +1,4 @@
-"""The ingress deployment: key the request, ask the caches, and on a miss run the model.
-
-Request path, in order: validate options -> check the byte limit -> cache key (image bytes +
-options + the style's weights identity) -> this replica's hot cache -> the cluster cache
-actor (hit, or wait for an identical request in flight, or claim the key) -> decode ->
-model deployment -> encode -> publish to both caches. HTTP parsing lives in `http.py`;
-Python callers use `stylize` through `serve.get_app_handle("animegan")`.
-"""
+"""The ingress deployment: the front door for HTTP (see `http.py`) and for Python handles."""
 
 from __future__ import annotations
 
@@ -14,8 +7,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import ray
@@ -23,31 +15,28 @@ from ray import serve
 from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
+from starlette.applications import Starlette
 
 from .cache import CacheClient
-from .core import imaging, pipeline
+from .core import pipeline
 from .core.cache_key import cache_key
-from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, UnknownStyle
+from .core.coalescer import Failed, Hit, Pending
+from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, TooLarge, UnknownStyle
 from .core.options import StylizeOptions
+from .core.replica_stats import summarize
 from .core.result_store import ResultStore
+from .core.results import CacheOutcome, StyleStatus, Stylized
 from .core.settings import Settings
 from .http import build_http_app
+from .replica_stats import replica_stats_actor
 
 log = logging.getLogger("ray.serve")
 
-CacheState = Literal["hit", "miss", "shared"]
 STYLES_FRESH_S = 5.0  # how long the model's style list is trusted
 # A replica that dies mid-request (killed, node lost) costs one retry on another; a second loss
 # in a row is reported rather than risking a request that itself kills replicas.
 MODEL_ATTEMPTS = 2
-
-
-@dataclass(frozen=True)
-class StylizeResult:
-    body: bytes
-    key: str
-    cache: CacheState
-    options: StylizeOptions
+CALL_TIMEOUT_S = 2.0  # a named actor slower than this is treated as down
 
 
 @serve.deployment(
@@ -58,20 +47,22 @@ class StylizeResult:
 )
 @serve.ingress()
 class Ingress:
-    """The front door for HTTP and for Python handles."""
+    """Keys each request, asks the caches, and on a miss runs the model deployment."""
 
-    def __init__(self, model: DeploymentHandle, settings_args: dict[str, Any] | None = None) -> None:
-        self.settings = Settings.from_args(settings_args)
+    def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
+        self.settings = settings
         self.model = model
         self.cache = CacheClient(
-            max_bytes=self.settings.cache_max_bytes,
-            ttl_s=self.settings.cache_ttl_s,
-            claim_timeout_s=self.settings.request_timeout_s,
+            max_bytes=settings.cache_max_bytes,
+            ttl_s=settings.cache_ttl_s,
+            claim_timeout_s=settings.request_timeout_s,
+            call_timeout_s=CALL_TIMEOUT_S,
         )
-        self.hot = ResultStore(self.settings.local_cache_max_bytes, ttl_s=self.settings.cache_ttl_s)
+        self.hot = ResultStore(settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s)
+        self.replica_stats = replica_stats_actor()
         self.outcomes: Counter[str] = Counter()
         self.active = 0  # requests this replica is working on
-        self._styles: list[dict[str, Any]] = []
+        self._styles: list[StyleStatus] = []
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -79,14 +70,13 @@ class Ingress:
             "animegan_requests", "Stylize requests by cache outcome.", tag_keys=("cache",)
         )
         self._latency_metric = metrics.Histogram(
-            "animegan_request_ms", "Stylize latency in the ingress.",
+            "animegan_request_ms",
+            "Stylize latency in the ingress.",
             boundaries=[1, 5, 10, 50, 100, 250, 500, 1000, 5000],
         )
 
-    def __serve_build_asgi_app__(self) -> Any:
+    def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self)
-
-    # -- Python handle API -----------------------------------------------------------------
 
     async def stylize(
         self,
@@ -97,77 +87,98 @@ class Ingress:
         format: str = "png",
         quality: int | None = None,
     ) -> bytes:
-        """The encoded stylized image; raises the core's typed errors for bad input."""
+        """The Python handle's call: the encoded picture; raises the core's typed errors."""
         options = StylizeOptions.build(
             self.settings, style=style, size=size, crop=crop, format=format, quality=quality
         )
+        limit = self.settings.max_upload_bytes
+        if len(image) > limit:  # HTTP uploads are capped while they stream in
+            raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {limit:,} bytes")
         return (await self.process(image, options)).body
 
-    # -- the request path ---------------------------------------------------------------------
+    async def process(self, image: bytes, options: StylizeOptions) -> Stylized:
+        """The request path, for HTTP and handle callers alike, within `request_timeout_s`:
 
-    async def process(self, image: bytes, options: StylizeOptions) -> StylizeResult:
+        1. key: SHA-256 of the image bytes, the options and the style's weights identity;
+        2. this replica's hot cache: `hit`;
+        3. the cluster cache actor: stored (`hit`), or an identical request in flight that this
+           one waits for (`shared`), or else this request claims the key;
+        4. `miss`: decode here (bad input never reaches a batch), infer on the model
+           deployment, encode here; publish to both caches.
+        Refusals are `AnimeGANError`s, raised as they are to the caller.
+        """
         start = time.perf_counter()
         self.active += 1
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                result = await self._process(image, options)
+                result = await self._answer(image, options)
         except TimeoutError:
-            raise Timeout(
-                f"no result within the {self.settings.request_timeout_s:g} s deadline; retry later"
-            ) from None
+            deadline = self.settings.request_timeout_s
+            raise Timeout(f"no result within the {deadline:g} s deadline; retry later") from None
         finally:
             self.active -= 1
         self._requests_metric.inc(tags={"cache": result.cache})
         self._latency_metric.observe((time.perf_counter() - start) * 1e3)
         return result
 
-    async def _process(self, image: bytes, options: StylizeOptions) -> StylizeResult:
-        imaging.check_size(image, max_bytes=self.settings.max_upload_bytes)
+    async def _answer(self, image: bytes, options: StylizeOptions) -> Stylized:
         key = cache_key(image, options, await self.weights_identity(options.style))
-
         body = self.hot.get(key)
         if body is not None:
-            return self._done(body, key, "hit", options, "hot_hits")
-        state, body = await self.cache.lookup(key)
-        if state == "hit":
-            self.hot.put(key, body)
-            return self._done(body, key, "hit", options, "hits")
-        if state == "inflight":
-            body = await self.cache.wait(key, timeout_s=self.settings.request_timeout_s)
-            if body is not None:
-                self.hot.put(key, body)
-                return self._done(body, key, "shared", options, "shared")
+            return self._answered(body, key, "hit", options, counter="hot_hits")
+        found = await self.cache.get_or_claim(key)  # None: the cache is down, go on without it
+        if isinstance(found, Hit):
+            self.hot.put(key, found.body)
+            return self._answered(found.body, key, "hit", options, counter="hits")
+        if isinstance(found, Pending):
+            settled = await self.cache.wait(key, timeout_s=self.settings.request_timeout_s)
+            if isinstance(settled, Failed):
+                raise settled.error
+            if isinstance(settled, Hit):
+                self.hot.put(key, settled.body)
+                return self._answered(settled.body, key, "shared", options, counter="shared")
+            found = None  # released: compute it without the claim
         try:
             body = await self.compute(image, options)
-        except BaseException as exc:  # cancellation too: waiters must not wait for nothing
-            if state == "claimed":
-                self._in_background(self.cache.fail(key, exc))
+        except AnimeGANError as error:  # a refusal of this input: the same for its waiters
+            if found is not None:
+                self._in_background(self.cache.fail(key, error))
+            raise
+        except BaseException:  # a fault or cancellation: waiters try for themselves
+            if found is not None:
+                self._in_background(self.cache.release(key))
             raise
         self.hot.put(key, body)
         self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait
-        return self._done(body, key, "miss", options, "misses")
+        return self._answered(body, key, "miss", options, counter="misses")
 
     async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
-        """Decode here (bad input never reaches a batch), stylize there, encode here."""
-        pixels = await asyncio.to_thread(pipeline.prepare, image, options, self.settings)
-        stylized = await self._run_model(pixels, options.style)
-        return await asyncio.to_thread(pipeline.finish, stylized, options, self.settings)
+        """Decode here, infer on the model deployment, encode here."""
+        pixels = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
+        stylized = await self.infer(pixels, options.style)
+        return await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
 
-    async def _run_model(self, pixels: np.ndarray, style: str) -> np.ndarray:
+    async def infer(self, pixels: np.ndarray, style: str) -> np.ndarray:
         """One inference; retried once elsewhere if the replica running it dies."""
         # Alone in this ingress: no other request can want the model's cores while it runs.
         solo = self.active == 1
         for attempt in range(MODEL_ATTEMPTS):
             try:
-                return await self.model.stylize.remote(pixels, style, solo)
+                stylized: np.ndarray = await self.model.infer.remote(pixels, style, solo)
+                return stylized
             except BackPressureError:
-                raise Overloaded("the model replicas are at capacity; retry in a few seconds") from None
+                raise Overloaded(
+                    "the model replicas are at capacity; retry in a few seconds"
+                ) from None
             except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:
-                log.warning("model replica lost mid-request (attempt %d): %s", attempt + 1,
-                            type(exc).__name__)
+                log.warning(
+                    "model replica lost mid-request (attempt %d): %s",
+                    attempt + 1,
+                    type(exc).__name__,
+                )
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, AnimeGANError):
-                    raise exc.cause from None
+                    raise exc.cause from None  # the refusal itself, not Ray's wrapper
                 raise
         raise Overloaded("the model replica running this request failed; retry in a few seconds")
 
@@ -176,15 +187,13 @@ class Ingress:
         self._background.add(task)  # keep a reference until it finishes
         task.add_done_callback(self._background.discard)
 
-    def _done(
-        self, body: bytes, key: str, cache: CacheState, options: StylizeOptions, counter: str
-    ) -> StylizeResult:
+    def _answered(
+        self, body: bytes, key: str, cache: CacheOutcome, options: StylizeOptions, *, counter: str
+    ) -> Stylized:
         self.outcomes[counter] += 1
-        return StylizeResult(body, key, cache, options)
+        return Stylized(body, key, cache, options)
 
-    # -- styles, health, stats -------------------------------------------------------------------
-
-    async def styles(self, *, wait_s: float = 5.0) -> list[dict[str, Any]]:
+    async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         """The model's style statuses; [] while it starts.
 
         Once known, a stale list is refreshed in the background rather than on the request
@@ -207,34 +216,33 @@ class Ingress:
     async def weights_identity(self, style: str) -> str:
         """The git blob SHA-1 of `style`'s weights; raises if the style cannot serve."""
         for status in await self.styles(wait_s=self.settings.request_timeout_s):
-            if status["name"] == style:
-                if not status["ready"]:
-                    raise StyleNotReady(f"style {style!r} is not ready: {status['error']}")
-                return status["sha1"]
+            if status.name == style:
+                if not status.ready or status.sha1 is None:
+                    raise StyleNotReady(f"style {style!r} is not ready: {status.error}")
+                return status.sha1
         if self._styles:
             raise UnknownStyle(f"unknown style {style!r}")
         raise Overloaded("the model deployment is still starting; retry in a few seconds")
 
     async def stats(self) -> dict[str, Any]:
-        shared = await self.cache.stats() or {"cache": None, "replicas": {}}
-        replicas = shared["replicas"]
-        histogram: Counter[str] = Counter()
-        for snapshot in replicas.values():
-            histogram.update(snapshot["batch_sizes"])
+        """The cluster cache's counters, this replica's outcomes, and the model replicas'."""
+        cache, replicas = await asyncio.gather(self.cache.stats(), self._replica_snapshots())
         return {
-            "cache": shared["cache"],
+            "cache": cache,
             "ingress": {
                 **self.outcomes,
                 "hot_cache": self.hot.stats(),
                 "cache_unavailable": self.cache.unavailable,
             },
-            "model": {
-                "replicas": len(replicas),
-                "inferences": sum(s["inferences"] for s in replicas.values()),
-                "batches": sum(s["batches"] for s in replicas.values()),
-                "batch_sizes": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
-                "batch_caps": [s["batch_policy"]["cap"] for s in replicas.values()],
-                "queue_depths": [s["queue_depth"] for s in replicas.values()],
-                "per_replica": replicas,
-            },
+            "model": summarize(replicas),
         }
+
+    async def _replica_snapshots(self) -> dict[str, dict[str, Any]]:
+        try:
+            fresh: dict[str, dict[str, Any]] = await asyncio.wait_for(
+                self.replica_stats.fresh.remote(), CALL_TIMEOUT_S
+            )
+        except (TimeoutError, ray.exceptions.RayError) as exc:
+            log.warning("replica stats unavailable (%s)", type(exc).__name__)
+            return {}
+        return fresh

@@ -3,7 +3,7 @@
 The batch size is re-decided as requests arrive and leave, from this replica's own queue
 depth (waiting + running) and the batch policy's learned cap; a lone request runs at once.
 Inference runs inline on the replica's event loop: that is what lets the next batch gather
-while this one computes (see NOTES: with a thread, batches stayed small).
+while this one computes (with the engine in a thread, batches stay small).
 """
 
 from __future__ import annotations
@@ -19,69 +19,79 @@ import ray
 from ray import serve
 from ray.serve import metrics
 
-from .cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
 from .core.batch_policy import BatchPolicy
-from .core.engine import Engine, gate_picture
+from .core.engine import Engine
+from .core.results import StyleStatus
 from .core.settings import Settings
+from .replica_stats import replica_stats_actor
 
 log = logging.getLogger("ray.serve")
 
-CURVE_SIDE = 256  # pictures the start-up curve is measured on
+CURVE_SIDE = 256  # pictures the start-up batch curve is measured on
 CURVE_SIZES = (1, 2, 4, 8, 16, 32)
 REPORT_EVERY_S = 0.5
 
 
 @dataclass(frozen=True)
-class StyleRequest:
+class Inference:
+    """One decoded picture waiting for its batch."""
+
     pixels: np.ndarray  # (H, W, 3) uint8
     style: str
     solo: bool  # the only request its ingress is working on: it may borrow the idle cores
 
 
 @serve.deployment(
-    ray_actor_options={"num_cpus": 1},
-    max_ongoing_requests=8,
-    max_queued_requests=64,
+    ray_actor_options={"num_cpus": 1},  # and as many torch threads as CPUs (see __init__)
+    # Small on CPUs, where batches above 1-2 cost more per image: requests wait at the router,
+    # and whichever replica frees first takes the next. Raise it on GPUs.
+    max_ongoing_requests=4,
+    # Beyond this the ingress sheds requests at once (503 + Retry-After): a longer queue only
+    # adds latency under overload, not throughput.
+    max_queued_requests=16,
     health_check_period_s=10,
     health_check_timeout_s=60,  # a replica busy with a large batch is not dead
 )
 class StyleModel:
-    """Holds the engine; `stylize` is the only request method."""
+    """Holds the engine; `infer` is the only request method."""
 
-    def __init__(self, settings_args: dict[str, Any] | None = None) -> None:
-        settings = Settings.from_args(settings_args)
+    def __init__(self, settings: Settings) -> None:
         if settings.threads is None:  # as many torch threads as CPUs Ray gave this replica
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
             settings = settings.model_copy(update={"threads": max(1, int(cpus))})
         self.engine = Engine.load(settings)
         self.solo_threads = settings.solo_threads
-        log.info("precision %s: %s", self.engine.precision, self.engine.precision_reason)
         self.policy = BatchPolicy(
             limit=settings.max_batch_size,
             wait_timeout_s=settings.batch_wait_timeout_s,
             adaptive=settings.adaptive_batching,
         )
         if settings.adaptive_batching:
-            learn_curve(self.engine, self.policy)
+            sizes = [n for n in CURVE_SIZES if n <= self.policy.limit]
+            megapixels = CURVE_SIDE * CURVE_SIDE / 1e6
+            for size, per_image in self.engine.time_batches(sizes, side=CURVE_SIDE).items():
+                self.policy.calibrate(size, per_image * size, megapixels * size)
         log.info("batch curve %s", self.policy.snapshot())
         self.queue_depth = 0
         self.inferences = 0
         self.batch_sizes: Counter[int] = Counter()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
-        self._cache_actor: ray.actor.ActorHandle | None = None
+        self.replica_stats = replica_stats_actor()
         self._reported_at = 0.0
         self._batch_size_metric = metrics.Histogram(
             "animegan_batch_size", "Images per engine run.", boundaries=[1, 2, 4, 8, 16, 32]
         )
         self._latency_metric = metrics.Histogram(
-            "animegan_inference_ms", "Engine time per batch.", boundaries=[10, 50, 100, 250, 500, 1000, 5000]
+            "animegan_inference_ms",
+            "Engine time per batch.",
+            boundaries=[10, 50, 100, 250, 500, 1000, 5000],
         )
         self._depth_metric = metrics.Gauge("animegan_queue_depth", "Requests waiting or running.")
         self._apply_policy()
         self._report(force=True)  # so /v1/stats counts this replica before it serves
 
-    async def stylize(self, pixels: np.ndarray, style: str, solo: bool = False) -> np.ndarray:
+    async def infer(self, pixels: np.ndarray, style: str, solo: bool = False) -> np.ndarray:
         """One decoded picture in, its stylized pixels out (batched with its neighbours).
 
         `solo`: the caller has no other request in progress, so the other replicas' cores idle.
@@ -89,8 +99,8 @@ class StyleModel:
         self.queue_depth += 1
         self._apply_policy()
         try:
-            request = StyleRequest(pixels, style, solo=solo and self.queue_depth == 1)
-            result = await self._run_batch(request)
+            inference = Inference(pixels, style, solo=solo and self.queue_depth == 1)
+            result = await self._infer_batch(inference)
         finally:
             self.queue_depth -= 1
             self._apply_policy()
@@ -100,21 +110,21 @@ class StyleModel:
         return result
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.0)
-    async def _run_batch(self, requests: list[StyleRequest]) -> list[np.ndarray | Exception]:
+    async def _infer_batch(self, batch: list[Inference]) -> list[np.ndarray | Exception]:
         """Split into same-style, same-shape groups; one group's error stays in that group."""
         groups: dict[tuple[str, tuple[int, ...]], list[int]] = defaultdict(list)
-        for index, request in enumerate(requests):
-            groups[(request.style, request.pixels.shape)].append(index)
-        results: list[np.ndarray | Exception] = [None] * len(requests)  # type: ignore[list-item]
-        alone = len(requests) == 1 and requests[0].solo
+        for index, inference in enumerate(batch):
+            groups[(inference.style, inference.pixels.shape)].append(index)
+        results: list[np.ndarray | Exception] = [np.empty(0)] * len(batch)
+        alone = len(batch) == 1 and batch[0].solo
         threads = self.solo_threads if alone else None
         for (style, shape), indices in groups.items():
             start = time.perf_counter()
             try:
-                outputs: list[Any] = self.engine.run(
-                    style, [requests[i].pixels for i in indices], threads=threads
+                outputs: list[np.ndarray | Exception] = list(
+                    self.engine.run(style, [batch[i].pixels for i in indices], threads=threads)
                 )
-            except Exception as exc:  # noqa: BLE001 - handed back to each caller of the group
+            except Exception as exc:  # handed back to each caller of the group
                 outputs = [exc] * len(indices)
             else:
                 self._record(len(indices), time.perf_counter() - start, shape, solo=alone)
@@ -122,9 +132,9 @@ class StyleModel:
                 results[index] = output
         return results
 
-    def styles(self) -> list[dict[str, Any]]:
+    def styles(self) -> list[StyleStatus]:
         """Status of every configured style in this replica."""
-        return [vars(status) for status in self.engine.statuses.values()]
+        return list(self.engine.statuses.values())
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -139,8 +149,8 @@ class StyleModel:
 
     def _apply_policy(self) -> None:
         decision = self.policy.decide(self.queue_depth)
-        self._run_batch.set_max_batch_size(decision.max_batch_size)
-        self._run_batch.set_batch_wait_timeout_s(decision.wait_timeout_s)
+        self._infer_batch.set_max_batch_size(decision.max_batch_size)  # type: ignore[attr-defined]
+        self._infer_batch.set_batch_wait_timeout_s(decision.wait_timeout_s)  # type: ignore[attr-defined]
         self._depth_metric.set(self.queue_depth)
 
     def _record(self, size: int, seconds: float, shape: tuple[int, ...], *, solo: bool) -> None:
@@ -152,46 +162,9 @@ class StyleModel:
         self._latency_metric.observe(seconds * 1e3)
 
     def _report(self, *, force: bool) -> None:
-        """Push counters to the cache actor so `/v1/stats` sees every replica.
-
-        Fire and forget, at most every REPORT_EVERY_S under load and always on going idle.
-        """
+        """Post counters, fire and forget: at most every REPORT_EVERY_S, and on going idle."""
         now = time.monotonic()
         if not force and now - self._reported_at < REPORT_EVERY_S:
             return
         self._reported_at = now
-        try:
-            if self._cache_actor is None:
-                self._cache_actor = ray.get_actor(CACHE_ACTOR_NAME, namespace=CACHE_NAMESPACE)
-            self._cache_actor.report.remote(self.replica, self.stats())
-        except (ValueError, ray.exceptions.RayError):
-            self._cache_actor = None  # not created yet, or gone: look it up again next time
-
-
-def learn_curve(
-    engine: Engine, policy: BatchPolicy, *, side: int = CURVE_SIDE, rounds: int = 3
-) -> None:
-    """Time batches of 1, 2, 4, ... until per-image time is clearly worse than the best.
-
-    Sizes are timed in interleaved rounds and each keeps its fastest round, so a burst of
-    other work on the machine (another replica starting, say) cannot favour one size.
-    """
-    if not engine.ready_styles:
-        return
-    style, picture = engine.ready_styles[0], gate_picture(side)
-    sizes = [n for n in CURVE_SIZES if n <= policy.limit]
-    fastest: dict[int, float] = {}
-    for round_ in range(rounds):
-        for size in sizes:
-            batch = [picture] * size
-            if round_ == 0:
-                engine.run(style, batch)  # first run of a shape builds kernels
-            start = time.perf_counter()
-            engine.run(style, batch)
-            per_image = (time.perf_counter() - start) / size
-            fastest[size] = min(per_image, fastest.get(size, per_image))
-        best = min(fastest.values())
-        sizes = [n for n in sizes if fastest[n] <= 1.25 * best]  # clearly worse: stop timing it
-    megapixels = side * side / 1e6
-    for size, per_image in sorted(fastest.items()):
-        policy.calibrate(size, per_image * size, megapixels * size)
+        self.replica_stats.report.remote(self.replica, self.stats())

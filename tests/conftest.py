@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import SecretStr
 
+from benchmarks.common import free_port, wait_healthy
 from deployments.core.settings import OFFICIAL_STYLES, Settings
 from deployments.core.weights import write_seeded
 
@@ -49,7 +50,9 @@ def smooth_picture(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A deterministic (H, W, 3) uint8 picture with gradients and a little noise."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / (width + height)], -1)
+    base = np.stack(
+        [xx / max(width - 1, 1), yy / max(height - 1, 1), (xx + yy) / (width + height)], -1
+    )
     noisy = base * 220 + rng.normal(0, 8, base.shape) + 16
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
@@ -75,7 +78,7 @@ class FileServer:
         files, cut = self.files, self.cut
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 body = files.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -112,6 +115,16 @@ def file_server() -> Iterator[FileServer]:
         yield server
 
 
+CLUSTER_MODULES = ("test_serve_", "test_page")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what needs a Ray cluster or the browser, so `pytest -m "not cluster"` runs the rest."""
+    for item in items:
+        if item.path.name.startswith(CLUSTER_MODULES):
+            item.add_marker(pytest.mark.cluster)
+
+
 @pytest.fixture(autouse=True)
 def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see the defaults, not whatever ANIMEGAN_* the developer's shell exports."""
@@ -132,17 +145,11 @@ class Service:
     weights_dir: Path
 
 
-SERVICE_ARGS = {
+SERVICE_ARGS: dict[str, Any] = {
     "precision": "fp32",  # so outputs can be compared with the reference port
     "max_upload_bytes": 4 * 1024 * 1024,
     "request_timeout_s": 30,
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -152,55 +159,48 @@ def service(seeded_weights_dir: Path) -> Iterator[Service]:
 
     from deployments.app import APP_NAME, from_config
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)}})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(from_config(ROOT / "serve_config.yaml", **SERVICE_ARGS), name=APP_NAME,
-                  route_prefix="/")
+        app = from_config(
+            ROOT / "serve_config.yaml", weights_dir=seeded_weights_dir, **SERVICE_ARGS
+        )
+        serve.run(app, name=APP_NAME, route_prefix="/")
         service = Service(f"http://127.0.0.1:{port}", seeded_weights_dir)
-        wait_healthy(service.url)
+        wait_healthy(service.url + "/healthz")
         yield service
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
-def wait_healthy(url: str, timeout_s: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not become healthy in {timeout_s} s")
-
-
 API_KEY = "test-key-0123456789abcdef"
 
 
 def deploy_side_app(
-    service: Service, name: str, settings: Settings, *,
-    actor_options: dict | None = None, model_options: dict | None = None,
+    service: Service,
+    name: str,
+    settings: Settings,
+    *,
+    model_options: dict | None = None,
 ) -> str:
     """`settings` as a second app at /<name> on the session cluster: one replica each, no CPU."""
     from ray import serve
 
     from deployments.app import compose
 
-    actor = {"num_cpus": 0, **(actor_options or {})}
-    app = compose(settings, deployment_options={
-        "StyleModel": {"num_replicas": 1, "ray_actor_options": actor, **(model_options or {})},
-        "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
-    })
+    actor = {"num_cpus": 0}
+    app = compose(
+        settings,
+        deployment_options={
+            "StyleModel": {"num_replicas": 1, "ray_actor_options": actor, **(model_options or {})},
+            "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
+        },
+    )
     serve.run(app, name=name, route_prefix=f"/{name}")
     url = f"{service.url}/{name}"
-    wait_healthy(url)
+    wait_healthy(url + "/healthz")
     return url
 
 
@@ -209,8 +209,14 @@ def locked_service(service: Service) -> Iterator[str]:
     """A second app that asks for `API_KEY` (one style)."""
     from ray import serve
 
-    settings = Settings(precision="fp32", weights_dir=service.weights_dir, styles=["paprika"],
-                        api_key=API_KEY, adaptive_batching=False, max_batch_size=1)
+    settings = Settings(
+        precision="fp32",
+        weights_dir=service.weights_dir,
+        styles=["paprika"],
+        api_key=SecretStr(API_KEY),
+        adaptive_batching=False,
+        max_batch_size=1,
+    )
     yield deploy_side_app(service, "locked", settings)
     serve.delete("locked")
 
@@ -225,9 +231,12 @@ def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) 
         shutil.copy(service.weights_dir / f"{name}.pt", folder / f"{name}.pt")
     data = (folder / "paprika.pt").read_bytes()
     (folder / "paprika.pt").write_bytes(data[: len(data) * 2 // 3])  # an interrupted copy
-    settings = Settings(precision="fp32", weights_dir=folder, styles=["paprika", "celeba_distill"],
-                        adaptive_batching=False, max_batch_size=1)
-    # The session's runtime_env sets ANIMEGAN_WEIGHTS_DIR, which wins over args: override it.
-    env = {"runtime_env": {"env_vars": {"ANIMEGAN_WEIGHTS_DIR": str(folder)}}}
-    yield deploy_side_app(service, "damaged", settings, actor_options=env)
+    settings = Settings(
+        precision="fp32",
+        weights_dir=folder,
+        styles=["paprika", "celeba_distill"],
+        adaptive_batching=False,
+        max_batch_size=1,
+    )
+    yield deploy_side_app(service, "damaged", settings)
     serve.delete("damaged")

@@ -106,53 +106,115 @@ def corpus(max_upload_bytes: int) -> list[Upload]:
         # Not images at all
         Upload("empty body", lambda: b"", 400, "invalid_image"),
         Upload("plain text", lambda: b"hello, this is not a photo", 415, "unsupported_format"),
-        Upload("html", lambda: b"<!doctype html><html><body><img src=x></body></html>", 415,
-               "unsupported_format"),
-        Upload("svg", lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
-               415, "unsupported_format"),
-        Upload("pdf", lambda: b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF", 415,
-               "unsupported_format"),
+        Upload(
+            "html",
+            lambda: b"<!doctype html><html><body><img src=x></body></html>",
+            415,
+            "unsupported_format",
+        ),
+        Upload(
+            "svg",
+            lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>',
+            415,
+            "unsupported_format",
+        ),
+        Upload(
+            "pdf",
+            lambda: b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF",
+            415,
+            "unsupported_format",
+        ),
         Upload("zip holding a jpeg", zip_file, 415, "unsupported_format"),
-        Upload("windows icon", lambda: saved(Image.new("RGB", (16, 16)), "ICO"), 415,
-               "unsupported_format"),
-        Upload("jpeg magic then noise", lambda: b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4, 400,
-               "invalid_image"),
+        Upload(
+            "windows icon",
+            lambda: saved(Image.new("RGB", (16, 16)), "ICO"),
+            415,
+            "unsupported_format",
+        ),
+        Upload(
+            "jpeg magic then noise",
+            lambda: b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,
+            400,
+            "invalid_image",
+        ),
         # Broken images
-        Upload("truncated jpeg", lambda: truncated(jpeg_bytes(smooth_picture(200, 150))), 400,
-               "invalid_image"),
-        Upload("truncated png", lambda: truncated(png_bytes(Image.fromarray(smooth_picture(200, 150)))),
-               400, "invalid_image"),
+        Upload(
+            "truncated jpeg",
+            lambda: truncated(jpeg_bytes(smooth_picture(200, 150))),
+            400,
+            "invalid_image",
+        ),
+        Upload(
+            "truncated png",
+            lambda: truncated(png_bytes(Image.fromarray(smooth_picture(200, 150)))),
+            400,
+            "invalid_image",
+        ),
         Upload("truncated gif", lambda: truncated(animated("GIF"), 0.3), 400, "invalid_image"),
         Upload("png cut inside its header", lambda: b"\x89PNG\r\n\x1a\n\0\0", 400, "invalid_image"),
         # Decompression bombs: refused from the header, never decoded
-        Upload("png declaring 50000x50000", lambda: png_declaring(50_000, 50_000), 413, "too_large"),
-        Upload("jpeg declaring 50000x50000", lambda: jpeg_declaring(50_000, 50_000), 413, "too_large"),
+        Upload(
+            "png declaring 50000x50000", lambda: png_declaring(50_000, 50_000), 413, "too_large"
+        ),
+        Upload(
+            "jpeg declaring 50000x50000", lambda: jpeg_declaring(50_000, 50_000), 413, "too_large"
+        ),
         # Odd but valid pictures: each comes back as a picture
         Upload("1x1 pixel", lambda: png_bytes(Image.new("RGB", (1, 1), (200, 30, 30))), PICTURE),
-        Upload("10000x10 strip", lambda: png_bytes(Image.new("RGB", (10_000, 10), (0, 90, 200))),
-               PICTURE, params={"size": "64"}),
-        Upload("cmyk jpeg", lambda: saved(Image.fromarray(smooth_picture(40, 30)).convert("CMYK"),
-                                          "JPEG"), PICTURE),
+        Upload(
+            "10000x10 strip",
+            lambda: png_bytes(Image.new("RGB", (10_000, 10), (0, 90, 200))),
+            PICTURE,
+            params={"size": "64"},
+        ),
+        Upload(
+            "cmyk jpeg",
+            lambda: saved(Image.fromarray(smooth_picture(40, 30)).convert("CMYK"), "JPEG"),
+            PICTURE,
+        ),
         Upload("16-bit png", lambda: png_bytes(Image.new("I;16", (40, 30), 40_000)), PICTURE),
         Upload("palette png with transparency", palette_with_transparency, PICTURE),
         Upload("animated gif", lambda: animated("GIF"), PICTURE),
         Upload("animated webp", lambda: animated("WEBP"), PICTURE),
         Upload("huge exif block", huge_exif, PICTURE),
-        Upload("jpeg with a wrong name and content type", good, PICTURE, multipart=True,
-               filename="holiday.gif", content_type="text/plain"),
+        Upload(
+            "jpeg with a wrong name and content type",
+            good,
+            PICTURE,
+            multipart=True,
+            filename="holiday.gif",
+            content_type="text/plain",
+        ),
         # Malformed requests
-        Upload("multipart without the image field", good, 400, "bad_parameter", multipart=True,
-               field="photo"),
-        Upload("body one byte over the upload limit", lambda: b"\xff" * (max_upload_bytes + 1), 413,
-               "too_large"),
+        Upload(
+            "multipart without the image field",
+            good,
+            400,
+            "bad_parameter",
+            multipart=True,
+            field="photo",
+        ),
+        Upload(
+            "body one byte over the upload limit",
+            lambda: b"\xff" * (max_upload_bytes + 1),
+            413,
+            "too_large",
+        ),
         # Bad parameters
         Upload("size=-1", good, 400, "bad_parameter", params={"size": "-1"}),
         Upload("size=10**9", good, 400, "bad_parameter", params={"size": str(10**9)}),
         Upload("size=abc", good, 400, "bad_parameter", params={"size": "abc"}),
-        Upload("style=../../etc/passwd", good, 404, "unknown_style",
-               params={"style": "../../etc/passwd"}),
+        Upload(
+            "style=../../etc/passwd",
+            good,
+            404,
+            "unknown_style",
+            params={"style": "../../etc/passwd"},
+        ),
         Upload("format=exe", good, 400, "bad_parameter", params={"format": "exe"}),
-        Upload("quality=500", good, 400, "bad_parameter", params={"format": "jpeg", "quality": "500"}),
+        Upload(
+            "quality=500", good, 400, "bad_parameter", params={"format": "jpeg", "quality": "500"}
+        ),
         Upload("crop=circle", good, 400, "bad_parameter", params={"crop": "circle"}),
         Upload("unknown parameter", good, 400, "bad_parameter", params={"sharpen": "yes"}),
     ]
@@ -182,11 +244,14 @@ def mutations(original: bytes) -> st.SearchStrategy[bytes]:
         return bytes(data)
 
     return st.one_of(
-        st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, 255)), min_size=1, max_size=24)
-        .map(overwrite),
+        st.lists(
+            st.tuples(st.integers(0, n - 1), st.integers(0, 255)), min_size=1, max_size=24
+        ).map(overwrite),
         st.integers(0, n - 1).map(lambda keep: original[:keep]),
-        st.tuples(st.integers(0, n), st.binary(min_size=1, max_size=256))
-        .map(lambda at: original[: at[0]] + at[1] + original[at[0] :]),
-        st.tuples(st.integers(0, n - 1), st.integers(1, 512))
-        .map(lambda cut: original[: cut[0]] + original[cut[0] + cut[1] :]),
+        st.tuples(st.integers(0, n), st.binary(min_size=1, max_size=256)).map(
+            lambda at: original[: at[0]] + at[1] + original[at[0] :]
+        ),
+        st.tuples(st.integers(0, n - 1), st.integers(1, 512)).map(
+            lambda cut: original[: cut[0]] + original[cut[0] + cut[1] :]
+        ),
     )

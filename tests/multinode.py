@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +18,12 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from benchmarks.common import wait_healthy
+from deployments.actors import NAMESPACE
 from deployments.app import APP_NAME, compose
-from deployments.cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
+from deployments.cache import CACHE_ACTOR_NAME
 from deployments.core.settings import Settings
-from tests.conftest import jpeg_bytes, smooth_picture, wait_healthy
+from tests.conftest import jpeg_bytes, smooth_picture
 
 
 @ray.remote(num_cpus=0)
@@ -37,37 +40,60 @@ def on(node_id: str) -> NodeAffinitySchedulingStrategy:
 def main(weights_dir: str, port: int) -> dict[str, Any]:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
-    ray.init(address=cluster.address, log_to_driver=False,
-             runtime_env={"env_vars": {"ANIMEGAN_WEIGHTS_DIR": weights_dir}})
+    ray.init(address=cluster.address, log_to_driver=False)
     try:
+        assert cluster.head_node is not None
         head_id, worker_id = cluster.head_node.node_id, worker.node_id
         # One proxy: both "nodes" share this machine's ports.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        settings = Settings(precision="fp32", styles=["paprika"], adaptive_batching=False,
-                            max_batch_size=1)
-        serve.run(compose(settings, deployment_options={
-            "StyleModel": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 1}},
-            "Ingress": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0}},
-        }), name=APP_NAME, route_prefix="/")
+        settings = Settings(
+            precision="fp32",
+            weights_dir=Path(weights_dir),
+            styles=["paprika"],
+            adaptive_batching=False,
+            max_batch_size=1,
+        )
+        serve.run(
+            compose(
+                settings,
+                deployment_options={
+                    "StyleModel": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 1}},
+                    "Ingress": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0}},
+                },
+            ),
+            name=APP_NAME,
+            route_prefix="/",
+        )
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url)
+        wait_healthy(url + "/healthz")
 
         image = jpeg_bytes(smooth_picture(64, 48, seed=4242))
         callers = [  # one after the other: the head's call finds the worker's result cached
-            ray.get(stylize_from_here.options(scheduling_strategy=on(node)).remote(image),
-                    timeout=120)
+            ray.get(
+                stylize_from_here.options(scheduling_strategy=on(node)).remote(image), timeout=120
+            )
             for node in (worker_id, head_id)
         ]
         for i in range(8):  # distinct pictures over HTTP, so both model replicas work
-            httpx.post(f"{url}/v1/stylize", content=jpeg_bytes(smooth_picture(64, 48, seed=i)),
-                       params={"style": "paprika", "size": 32}, timeout=60).raise_for_status()
+            httpx.post(
+                f"{url}/v1/stylize",
+                content=jpeg_bytes(smooth_picture(64, 48, seed=i)),
+                params={"style": "paprika", "size": 32},
+                timeout=60,
+            ).raise_for_status()
         stats = httpx.get(f"{url}/v1/stats", timeout=10).json()
-        named = [(a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)]
+        named = [
+            (a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)
+        ]
 
         cluster.remove_node(worker)  # a node goes away: the head's replica keeps serving
         after_loss = [
-            httpx.post(f"{url}/v1/stylize", content=jpeg_bytes(smooth_picture(64, 48, seed=90 + i)),
-                       params={"style": "paprika", "size": 32}, timeout=60).status_code
+            httpx.post(
+                f"{url}/v1/stylize",
+                content=jpeg_bytes(smooth_picture(64, 48, seed=90 + i)),
+                params={"style": "paprika", "size": 32},
+                timeout=60,
+            ).status_code
             for i in range(4)
         ]
         return {
@@ -75,10 +101,11 @@ def main(weights_dir: str, port: int) -> dict[str, Any]:
             "callers": [node for node, _ in callers],
             "result_sizes": [size for _, size in callers],
             "model_nodes": sorted(r["node"] for r in stats["model"]["per_replica"].values()),
-            "model_inferences": {r["node"]: r["inferences"]
-                                 for r in stats["model"]["per_replica"].values()},
+            "model_inferences": {
+                r["node"]: r["inferences"] for r in stats["model"]["per_replica"].values()
+            },
             "cache": stats["cache"],
-            "cache_actors": named.count((CACHE_NAMESPACE, CACHE_ACTOR_NAME)),
+            "cache_actors": named.count((NAMESPACE, CACHE_ACTOR_NAME)),
             "after_worker_loss": after_loss,
         }
     finally:

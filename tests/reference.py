@@ -32,7 +32,9 @@ def _cnl(x: torch.Tensor, sd: Mapping[str, torch.Tensor], prefix: str) -> torch.
     return F.leaky_relu(x, 0.2)
 
 
-def _inverted_residual(x: torch.Tensor, sd: Mapping[str, torch.Tensor], prefix: str) -> torch.Tensor:
+def _inverted_residual(
+    x: torch.Tensor, sd: Mapping[str, torch.Tensor], prefix: str
+) -> torch.Tensor:
     out = _cnl(x, sd, f"{prefix}.layers.0")
     out = _cnl(out, sd, f"{prefix}.layers.1")
     out = F.conv2d(out, sd[f"{prefix}.layers.2.weight"].double())

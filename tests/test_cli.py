@@ -1,18 +1,20 @@
-"""The `animegan-serve` console script, run for real as a user runs it."""
+"""The `animegan-serve` command, run in-process with click's CliRunner (and once for real)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from deployments.cli import main
 from deployments.core import imaging, weights
 from deployments.core.settings import Settings
 from tests.conftest import FileServer, jpeg_bytes, smooth_picture
@@ -21,7 +23,23 @@ from tests.reference import reference_stylize
 SCRIPT = Path(sys.executable).with_name("animegan-serve")
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Ran:
+    """`animegan-serve ARGS` in this process; a crash (not a clean exit) fails the test."""
+    result = CliRunner(env=env).invoke(main, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
+
+
+def real_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script, in its own process, as a user runs it."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("ANIMEGAN_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -39,22 +57,32 @@ def inputs(tmp_path: Path, photo_bytes: bytes) -> Path:
     return folder
 
 
-def test_stylize_local_matches_the_reference_port_in_fp32(
+def test_the_console_script_stylizes_locally_like_the_reference_port_in_fp32(
     inputs: Path, tmp_path: Path, seeded_weights_dir: Path
 ) -> None:
     out = tmp_path / "out"
-    result = cli(
-        "stylize", str(inputs / "photo.jpg"), "--output-dir", str(out), "--style", "paprika",
-        "--size", "256", "--local",
+    result = real_cli(
+        "stylize",
+        str(inputs / "photo.jpg"),
+        "--output-dir",
+        str(out),
+        "--style",
+        "paprika",
+        "--size",
+        "256",
+        "--local",
         env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir), "ANIMEGAN_PRECISION": "fp32"},
     )
     assert result.returncode == 0, result.stderr
     assert "1 done, 0 skipped, 0 failed, 0 cached" in result.stderr
     written = np.asarray(Image.open(out / "photo.png"))
     settings = Settings()
-    prepared = imaging.load((inputs / "photo.jpg").read_bytes(), size=256, crop="none",
-                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
-    state = weights.load_state_dict(weights.inspect(weights.OFFICIAL["paprika"], seeded_weights_dir))
+    prepared = imaging.load(
+        (inputs / "photo.jpg").read_bytes(), size=256, crop="none", max_pixels=settings.max_pixels
+    )
+    found = weights.inspect(weights.OFFICIAL["paprika"], seeded_weights_dir)
+    assert found is not None
+    state = weights.load_state_dict(found)
     expected = reference_stylize(state, prepared)
     assert written.shape == expected.shape
     assert np.abs(written.astype(int) - expected.astype(int)).max() <= 1
@@ -67,14 +95,23 @@ def test_stylize_a_folder_writes_the_good_files_and_names_each_bad_one(
     (inputs / "text.jpg").write_text("hello")
     out = tmp_path / "out"
     result = cli(
-        "stylize", str(inputs), "--output-dir", str(out), "--size", "64", "--format", "jpeg",
-        "--local", env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)},
+        "stylize",
+        str(inputs),
+        "--output-dir",
+        str(out),
+        "--size",
+        "64",
+        "--format",
+        "jpeg",
+        "--local",
+        env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)},
     )
     assert result.returncode == 1
     assert sorted(p.name for p in out.iterdir()) == ["photo.jpg", "small.jpg"]
     reasons = [line for line in result.stderr.splitlines() if line.startswith(str(inputs))]
     assert sorted(reasons) == [
-        f"{inputs / 'broken.png'}: invalid_image: the data starts like a PNG file but is not readable",
+        f"{inputs / 'broken.png'}: invalid_image: "
+        "the data starts like a PNG file but is not readable",
         f"{inputs / 'text.jpg'}: unsupported_format: not an image format we read; "
         "send JPEG, PNG, WebP, GIF, BMP or TIFF",
     ]
@@ -93,19 +130,30 @@ def test_stylize_refuses_two_inputs_that_would_write_the_same_file(
     (inputs / "photo.png").write_bytes(b"")
     result = cli("stylize", str(inputs), "-o", str(tmp_path / "out"), "--local")
     assert result.returncode == 2
-    assert f"{inputs / 'photo.jpg'} and {inputs / 'photo.png'} would both be written" in result.stderr
+    assert (
+        f"{inputs / 'photo.jpg'} and {inputs / 'photo.png'} would both be written" in result.stderr
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_every_command_explains_itself_with_an_example() -> None:
-    for command in ([], ["weights"], ["weights", "list"], ["weights", "fetch"],
-                    ["weights", "verify"], ["weights", "seed"], ["stylize"], ["styles"], ["stats"]):
+    for command in (
+        [],
+        ["weights"],
+        ["weights", "list"],
+        ["weights", "fetch"],
+        ["weights", "verify"],
+        ["weights", "seed"],
+        ["stylize"],
+        ["styles"],
+        ["stats"],
+    ):
         result = cli(*command, "--help")
         assert result.returncode == 0 and "Example:" in result.stdout, command
 
 
 def test_weights_fetch_downloads_a_custom_style_and_verify_checks_pins(tmp_path: Path) -> None:
-    data = (tmp_path / "src.pt")
+    data = tmp_path / "src.pt"
     weights.write_seeded(tmp_path, ["src"])
     body = data.read_bytes()
     with FileServer() as server:
@@ -125,7 +173,9 @@ def test_weights_fetch_downloads_a_custom_style_and_verify_checks_pins(tmp_path:
     assert verified.returncode == 0 and verified.stdout.strip() == "mine: verified"
 
 
-def test_weights_verify_fails_on_files_that_do_not_match_their_pins(seeded_weights_dir: Path) -> None:
+def test_weights_verify_fails_on_files_that_do_not_match_their_pins(
+    seeded_weights_dir: Path,
+) -> None:
     result = cli("weights", "verify", env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)})
     assert result.returncode == 1
     assert "paprika: UNVERIFIED" in result.stdout
@@ -135,16 +185,19 @@ def test_weights_seed_writes_loadable_stand_ins(tmp_path: Path) -> None:
     result = cli("weights", "seed", "paprika", env={"ANIMEGAN_WEIGHTS_DIR": str(tmp_path)})
     assert result.returncode == 0 and "seeded stand-in" in result.stdout
     found = weights.inspect(weights.OFFICIAL["paprika"], tmp_path)
+    assert found is not None
     assert weights.load_state_dict(found).keys() == weights.seeded_state_dict(0).keys()
 
 
 def test_the_ray_free_core_imports_without_ray() -> None:
     code = (
         "import sys; import deployments.core.engine, deployments.core.imaging, "
-        "deployments.core.options, deployments.cli; assert 'ray' not in sys.modules"
+        "deployments.core.options, deployments.core.coalescer, deployments.cli; "
+        "assert 'ray' not in sys.modules"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_the_console_script_is_installed() -> None:
-    assert SCRIPT.exists() or shutil.which("animegan-serve")
+def test_the_http_layer_does_not_import_the_ingress() -> None:
+    code = "import sys, deployments.http; assert 'deployments.ingress' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -16,8 +16,15 @@ pytestmark = pytest.mark.timeout(600)
 
 CHROMIUM = "/usr/bin/chromium"
 # Root needs --no-sandbox; the rest keep Chromium from dialling out of this closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +134,6 @@ def test_a_style_that_is_not_ready_is_disabled_and_says_why(
     paprika = page.locator("#style option[value=paprika]")
     expect(paprika).to_be_disabled()
     expect(paprika).to_have_text("paprika (not ready)")
-    assert "Not ready:" in paprika.get_attribute("data-about")
+    assert "Not ready:" in (paprika.get_attribute("data-about") or "")
     expect(page.locator("#style")).to_have_value("celeba_distill")  # the first ready style
     context.close()

@@ -47,5 +47,14 @@ def test_the_cache_key_covers_bytes_options_and_weights() -> None:
     jpeg = StylizeOptions.parse({"style": "paprika", "format": "jpeg"}, settings)
     base = cache_key(b"image", png, "w1")
     assert base == cache_key(b"image", png, "w1")
-    assert len({base, cache_key(b"imagf", png, "w1"), cache_key(b"image", jpeg, "w1"),
-                cache_key(b"image", png, "w2")}) == 4
+    assert (
+        len(
+            {
+                base,
+                cache_key(b"imagf", png, "w1"),
+                cache_key(b"image", jpeg, "w1"),
+                cache_key(b"image", png, "w2"),
+            }
+        )
+        == 4
+    )

@@ -25,7 +25,7 @@ def unique_jpeg(seed: int, width: int = 96, height: int = 64) -> bytes:
     return jpeg_bytes(smooth_picture(width, height, seed=seed))
 
 
-def post(service: Service, data: bytes, **params: object) -> httpx.Response:
+def post(service: Service, data: bytes, **params: str | int) -> httpx.Response:
     return httpx.post(f"{service.url}/v1/stylize", content=data, params=params, timeout=60)
 
 
@@ -65,9 +65,9 @@ def test_fp32_output_matches_the_reference_port(service: Service, photo_bytes: b
     assert answer.status_code == 200, answer.text
     served = np.asarray(Image.open(io.BytesIO(answer.content)))
     settings = Settings()
-    prepared = imaging.load(photo_bytes, size=128, crop="none",
-                            max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    prepared = imaging.load(photo_bytes, size=128, crop="none", max_pixels=settings.max_pixels)
     found = weights.inspect(weights.OFFICIAL["face_paint_512_v1"], service.weights_dir)
+    assert found is not None
     expected = reference_stylize(weights.load_state_dict(found), prepared)
     assert np.abs(served.astype(int) - expected.astype(int)).max() <= 1
 
@@ -76,7 +76,13 @@ def test_multipart_uploads_take_parameters_as_form_fields(service: Service) -> N
     answer = httpx.post(
         f"{service.url}/v1/stylize",
         files={"image": ("x.jpg", unique_jpeg(2), "image/jpeg")},
-        data={"style": "celeba_distill", "size": "48", "crop": "square", "format": "jpeg", "quality": "70"},
+        data={
+            "style": "celeba_distill",
+            "size": "48",
+            "crop": "square",
+            "format": "jpeg",
+            "quality": "70",
+        },
         timeout=60,
     )
     assert answer.status_code == 200, answer.text
@@ -104,9 +110,11 @@ def test_eight_identical_requests_in_flight_run_the_model_once(service: Service)
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as client:
-            send = lambda: client.post(f"{service.url}/v1/stylize", content=image,  # noqa: E731
-                                       params={"style": "paprika", "size": 512})
-            return await asyncio.gather(*(send() for _ in range(8)))
+            params: dict[str, str | int] = {"style": "paprika", "size": 512}
+            url = f"{service.url}/v1/stylize"
+            return await asyncio.gather(
+                *(client.post(url, content=image, params=params) for _ in range(8))
+            )
 
     answers = asyncio.run(burst())
     assert [a.status_code for a in answers] == [200] * 8
@@ -137,7 +145,9 @@ def test_a_python_handle_gets_the_same_bytes_and_the_same_cache(service: Service
     handle = serve.get_app_handle("animegan")
     via_handle = handle.stylize.remote(image, style="paprika", size=48).result(timeout_s=60)
     assert via_handle == over_http.content
-    jpeg = handle.stylize.remote(image, style="paprika", size=48, format="jpeg").result(timeout_s=60)
+    jpeg = handle.stylize.remote(image, style="paprika", size=48, format="jpeg").result(
+        timeout_s=60
+    )
     assert jpeg[:3] == b"\xff\xd8\xff"
 
 

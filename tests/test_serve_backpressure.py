@@ -1,4 +1,4 @@
-"""Overload and deadlines: a deliberately tiny second app sheds load with 503 and times out with 504."""
+"""Overload and deadlines: a deliberately tiny second app sheds with 503 and times out with 504."""
 
 from __future__ import annotations
 
@@ -20,10 +20,15 @@ def tight(service: Service) -> Iterator[str]:
     """One model replica that takes one request at a time and queues one more."""
     from ray import serve
 
-    settings = Settings(precision="fp32", request_timeout_s=4, weights_dir=service.weights_dir,
-                        styles=["paprika"])
-    yield deploy_side_app(service, "tight", settings,
-                          model_options={"max_ongoing_requests": 1, "max_queued_requests": 1})
+    settings = Settings(
+        precision="fp32", request_timeout_s=4, weights_dir=service.weights_dir, styles=["paprika"]
+    )
+    yield deploy_side_app(
+        service,
+        "tight",
+        settings,
+        model_options={"max_ongoing_requests": 1, "max_queued_requests": 1},
+    )
     serve.delete("tight")
 
 
@@ -32,10 +37,12 @@ def test_every_request_ends_in_a_picture_a_503_or_a_504(tight: str) -> None:
 
     async def flood() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await asyncio.gather(*(
-                client.post(f"{tight}/v1/stylize", content=image, params={"size": 640})
-                for image in images
-            ))
+            return await asyncio.gather(
+                *(
+                    client.post(f"{tight}/v1/stylize", content=image, params={"size": 640})
+                    for image in images
+                )
+            )
 
     answers = asyncio.run(flood())
     statuses = sorted(a.status_code for a in answers)
@@ -58,8 +65,11 @@ def test_a_request_past_its_deadline_gets_504(tight: str) -> None:
     small = jpeg_bytes(smooth_picture(32, 32, seed=951))
     statuses = []
     for _ in range(60):
-        statuses.append(httpx.post(f"{tight}/v1/stylize", content=small, params={"size": 32},
-                                   timeout=60).status_code)
+        statuses.append(
+            httpx.post(
+                f"{tight}/v1/stylize", content=small, params={"size": 32}, timeout=60
+            ).status_code
+        )
         if statuses[-1] == 200:
             break
         time.sleep(1)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_PHOTOS, Service, free_port, jpeg_bytes, smooth_picture
+from benchmarks.common import free_port
+from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
 from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -34,17 +35,32 @@ def test_a_folder_of_20_photos_converts_with_progress_and_a_true_summary(
     service: Service, twenty_photos: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "anime"
-    args = ("stylize", str(twenty_photos), "--recursive", "-o", str(out), "--url", service.url,
-            "--style", "paprika", "--size", "128", "-j", "4")
+    args = (
+        "stylize",
+        str(twenty_photos),
+        "--recursive",
+        "-o",
+        str(out),
+        "--url",
+        service.url,
+        "--style",
+        "paprika",
+        "--size",
+        "128",
+        "-j",
+        "4",
+    )
     first = cli(*args, env={"TTY_COMPATIBLE": "1"})  # the progress bar, as in a terminal
     assert first.returncode == 0, first.stderr
     assert "20/20" in first.stderr and "files/s" in first.stderr
     assert f"20 done, 0 skipped, 0 failed, 0 cached; results in {out}" in first.stderr
     written = sorted(p.relative_to(out) for p in out.rglob("*.png"))
-    expected = sorted(p.relative_to(twenty_photos).with_suffix(".png")
-                      for p in twenty_photos.rglob("*.jpg"))
+    expected = sorted(
+        p.relative_to(twenty_photos).with_suffix(".png") for p in twenty_photos.rglob("*.jpg")
+    )
     assert written == expected and len(written) == 20
-    assert Image.open(out / "2024/kyoto/photo02.png").size == (128, 96)
+    with Image.open(out / "2024/kyoto/photo02.png") as picture:
+        assert picture.size == (128, 96)
 
     skipped = cli(*args, "--skip-existing")
     assert "0 done, 20 skipped, 0 failed, 0 cached" in skipped.stderr
@@ -55,8 +71,16 @@ def test_a_folder_of_20_photos_converts_with_progress_and_a_true_summary(
 def test_without_recursive_only_the_folders_own_files_are_taken(
     service: Service, twenty_photos: Path, tmp_path: Path
 ) -> None:
-    result = cli("stylize", str(twenty_photos), "-o", str(tmp_path / "out"), "--url", service.url,
-                 "--size", "32")
+    result = cli(
+        "stylize",
+        str(twenty_photos),
+        "-o",
+        str(tmp_path / "out"),
+        "--url",
+        service.url,
+        "--size",
+        "32",
+    )
     assert result.returncode == 0, result.stderr
     assert "7 done" in result.stderr
     assert not (tmp_path / "out" / "2024").exists()
@@ -71,8 +95,20 @@ def test_a_bad_file_is_named_counted_and_sets_the_exit_code(
         (folder / f"p{i}.jpg").write_bytes(jpeg_bytes(smooth_picture(96, 64, seed=400 + i)))
     (folder / "bad.png").write_bytes(b"not a png at all")
     out = tmp_path / "out"
-    result = cli("stylize", str(folder), "-o", str(out), "--url", service.url, "--size", "32",
-                 "--style", "paprika", "-j", "3")
+    result = cli(
+        "stylize",
+        str(folder),
+        "-o",
+        str(out),
+        "--url",
+        service.url,
+        "--size",
+        "32",
+        "--style",
+        "paprika",
+        "-j",
+        "3",
+    )
     assert result.returncode == 1
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png"]
     assert f"{folder / 'bad.png'}: unsupported_format:" in result.stderr
@@ -97,8 +133,16 @@ def test_stats_prints_readable_tables(service: Service) -> None:
 
 def test_cli_refuses_a_style_the_server_does_not_have(service: Service, tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes(smooth_picture(96, 64, seed=410)))
-    result = cli("stylize", str(tmp_path / "a.jpg"), "-o", str(tmp_path), "--url", service.url,
-                 "--style", "nope")
+    result = cli(
+        "stylize",
+        str(tmp_path / "a.jpg"),
+        "-o",
+        str(tmp_path),
+        "--url",
+        service.url,
+        "--style",
+        "nope",
+    )
     assert result.returncode == 2 and "unknown style 'nope'" in result.stderr
 
 

@@ -5,37 +5,44 @@ Runs after test_serve_app.py (same session cluster); each test leaves the app he
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
 import ray
 
-from deployments.cache import CACHE_ACTOR_NAME, CACHE_NAMESPACE
-from tests.conftest import Service, jpeg_bytes, smooth_picture, wait_healthy
+from benchmarks.common import wait_healthy
+from benchmarks.load import Load, in_background
+from deployments.actors import NAMESPACE
+from deployments.cache import CACHE_ACTOR_NAME
+from tests.conftest import Service, jpeg_bytes, smooth_picture
 
 pytestmark = pytest.mark.timeout(600)
 
 
-def post(service: Service, data: bytes, **params: object) -> httpx.Response:
+def post(service: Service, data: bytes, **params: str | int) -> httpx.Response:
     return httpx.post(f"{service.url}/v1/stylize", content=data, params=params, timeout=60)
 
 
 def replica_actors(deployment: str) -> list[ray.actor.ActorHandle]:
-    names = ray.util.list_named_actors(all_namespaces=True)
-    return [
-        ray.get_actor(entry["name"], namespace=entry["namespace"])
-        for entry in names
-        if entry["name"].startswith(f"SERVE_REPLICA::animegan#{deployment}#")
-    ]
+    """The live replicas of `deployment` (one listed but dead by the lookup is left out)."""
+    found = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["name"].startswith(f"SERVE_REPLICA::animegan#{deployment}#"):
+            try:
+                found.append(ray.get_actor(entry["name"], namespace=entry["namespace"]))
+            except ValueError:  # it died between the listing and the lookup
+                continue
+    return found
 
 
 def cached_entries(service: Service) -> int:
     return httpx.get(f"{service.url}/v1/stats", timeout=10).json()["cache"]["entries"]
 
 
-def wait_for(condition, timeout_s: float = 60) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -52,73 +59,60 @@ def test_the_cache_survives_the_death_of_an_ingress_replica(service: Service) ->
     (ingress,) = replica_actors("Ingress")
     ray.kill(ingress, no_restart=True)
     wait_for(lambda: replica_actors("Ingress") and replica_actors("Ingress")[0] != ingress)
-    wait_healthy(service.url)
+    wait_healthy(service.url + "/healthz")
     again = post(service, image, size=32)
     assert again.status_code == 200
-    assert again.headers["x-cache"] == "hit"  # the new replica's hot cache is empty: the actor had it
+    assert (
+        again.headers["x-cache"] == "hit"
+    )  # the new replica's hot cache is empty: the actor had it
 
 
-class Load:
-    """Clients posting distinct pictures in background threads until stopped; keeps every answer."""
+def load(
+    service: Service, *, clients: int, seed: int, size: int = 128
+) -> AbstractContextManager[Load]:
+    """Clients posting distinct pictures in the background until the block ends."""
 
-    def __init__(self, service: Service, *, clients: int, seed: int, size: int = 128) -> None:
-        self.url, self.size, self.seed = f"{service.url}/v1/stylize", size, seed
-        self.answers: list[httpx.Response] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+    def payload(i: int) -> tuple[bytes, dict[str, str | int]]:
+        return jpeg_bytes(smooth_picture(160, 120, seed=seed + i)), {"size": size}
 
-    def _client(self, index: int) -> None:
-        with httpx.Client(timeout=90) as client:
-            for n in range(10_000):
-                if self.stop.is_set():
-                    return
-                picture = jpeg_bytes(smooth_picture(160, 120, seed=self.seed + index * 10_000 + n))
-                self.answers.append(client.post(self.url, content=picture,
-                                                params={"size": self.size}))
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=120)
-        assert not any(thread.is_alive() for thread in self.threads), "a request hung"
+    return in_background(service.url, "/v1/stylize", payload, clients=clients)
 
 
 def test_a_model_replica_killed_under_load_is_replaced_and_nothing_hangs(service: Service) -> None:
-    with Load(service, clients=4, seed=5000) as load:
-        wait_for(lambda: len(load.answers) >= 4)
+    with load(service, clients=4, seed=5000) as running:
+        wait_for(lambda: len(running.answers) >= 4)
         victim = replica_actors("StyleModel")[0]
         ray.kill(victim, no_restart=True)
-        served_before = len(load.answers)
-        wait_for(lambda: len(load.answers) >= served_before + 8)
-    statuses = [a.status_code for a in load.answers]
-    assert set(statuses) <= {200, 503}, [a.text for a in load.answers if a.status_code != 200]
-    for answer in load.answers:
-        if answer.status_code == 503:  # lost twice in a row: a clear, retryable error
-            assert answer.json()["error"]["code"] == "overloaded" and answer.headers["retry-after"]
+        served_before = len(running.answers)
+        wait_for(lambda: len(running.answers) >= served_before + 8)
+    assert set(running.statuses) <= {200, 503}, [a for a in running.answers if a.status != 200]
+    for answer in running.answers:
+        if answer.status == 503:  # lost twice in a row: a clear, retryable error
+            assert answer.code == "overloaded" and answer.retry_after
     # Serve replaces the replica; afterwards every request is a picture.
-    wait_for(lambda: len(replica_actors("StyleModel")) == 2 and victim not in replica_actors("StyleModel"),
-             timeout_s=120)
-    wait_healthy(service.url)
-    after = [post(service, jpeg_bytes(smooth_picture(64, 48, seed=5900 + i)), size=32)
-             for i in range(6)]
+    wait_for(
+        lambda: (
+            len(replica_actors("StyleModel")) == 2 and victim not in replica_actors("StyleModel")
+        ),
+        timeout_s=120,
+    )
+    wait_healthy(service.url + "/healthz")
+    after = [
+        post(service, jpeg_bytes(smooth_picture(64, 48, seed=5900 + i)), size=32) for i in range(6)
+    ]
     assert [a.status_code for a in after] == [200] * 6
 
 
 def test_requests_are_served_while_the_cache_actor_restarts(service: Service) -> None:
     cached = jpeg_bytes(smooth_picture(80, 60, seed=102))
     assert post(service, cached, size=32).status_code == 200
-    actor = ray.get_actor(CACHE_ACTOR_NAME, namespace=CACHE_NAMESPACE)
-    with Load(service, clients=3, seed=7000, size=32) as load:
-        wait_for(lambda: len(load.answers) >= 3)
+    actor = ray.get_actor(CACHE_ACTOR_NAME, namespace=NAMESPACE)
+    with load(service, clients=3, seed=7000, size=32) as running:
+        wait_for(lambda: len(running.answers) >= 3)
         ray.kill(actor, no_restart=False)
-        served_before = len(load.answers)
-        wait_for(lambda: len(load.answers) >= served_before + 6)
-    assert [a.status_code for a in load.answers] == [200] * len(load.answers)
+        served_before = len(running.answers)
+        wait_for(lambda: len(running.answers) >= served_before + 6)
+    assert [a.status for a in running.answers] == [200] * len(running.answers)
     # The actor is back (empty); new results are cached and hit again.
     wait_for(lambda: ray.get(actor.stats.remote(), timeout=5) is not None)
     fresh = jpeg_bytes(smooth_picture(40, 30, seed=300))
@@ -136,11 +130,19 @@ def test_a_corrupt_weights_file_disables_its_style_and_the_others_serve(
     assert not listed["paprika"]["ready"] and listed["paprika"]["error"]
     assert listed["celeba_distill"]["ready"] and listed["celeba_distill"]["error"] is None
     picture = jpeg_bytes(smooth_picture(64, 48, seed=8000))
-    refused = httpx.post(f"{damaged}/v1/stylize", content=picture,
-                         params={"style": "paprika", "size": 32}, timeout=60)
+    refused = httpx.post(
+        f"{damaged}/v1/stylize",
+        content=picture,
+        params={"style": "paprika", "size": 32},
+        timeout=60,
+    )
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "style_not_ready"
     assert "paprika" in refused.json()["error"]["message"]
-    served = httpx.post(f"{damaged}/v1/stylize", content=picture,
-                        params={"style": "celeba_distill", "size": 32}, timeout=60)
+    served = httpx.post(
+        f"{damaged}/v1/stylize",
+        content=picture,
+        params={"style": "celeba_distill", "size": 32},
+        timeout=60,
+    )
     assert served.status_code == 200, served.text

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from benchmarks.common import free_port
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -19,7 +20,10 @@ def report(seeded_weights_dir: Path) -> dict:
     """tests/multinode.py's findings (it runs its own cluster, so in its own process)."""
     done = subprocess.run(
         [sys.executable, "-m", "tests.multinode", str(seeded_weights_dir), str(free_port())],
-        cwd=ROOT, capture_output=True, text=True, timeout=540,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

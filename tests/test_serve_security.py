@@ -16,8 +16,12 @@ from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(600)
 
-PROTECTED = [("POST", "/v1/stylize"), ("GET", "/v1/styles"), ("GET", "/v1/stats"),
-             ("POST", "/transform")]
+PROTECTED = [
+    ("POST", "/v1/stylize"),
+    ("GET", "/v1/styles"),
+    ("GET", "/v1/stats"),
+    ("POST", "/transform"),
+]
 LOG_MARKER = b"SECRET-PIXELS-7f3a9c"
 
 
@@ -35,8 +39,9 @@ def test_the_service_binds_loopback_and_has_no_key_by_default() -> None:
 
 
 @pytest.mark.parametrize("method, path", PROTECTED)
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Bearer {API_KEY[:-1]}x",
-                                           API_KEY, f"Basic {API_KEY}"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong", f"Bearer {API_KEY[:-1]}x", API_KEY, f"Basic {API_KEY}"]
+)
 def test_protected_routes_refuse_a_missing_or_wrong_key(
     locked_service: str, method: str, path: str, authorization: str | None
 ) -> None:
@@ -49,8 +54,13 @@ def test_protected_routes_refuse_a_missing_or_wrong_key(
 
 def test_the_right_key_opens_every_protected_route(locked_service: str) -> None:
     bearer = {"Authorization": f"Bearer {API_KEY}"}
-    picture = httpx.post(f"{locked_service}/v1/stylize", content=marked_jpeg(),
-                         params={"size": "32"}, headers=bearer, timeout=60)
+    picture = httpx.post(
+        f"{locked_service}/v1/stylize",
+        content=marked_jpeg(),
+        params={"size": "32"},
+        headers=bearer,
+        timeout=60,
+    )
     assert picture.status_code == 200, picture.text
     assert httpx.get(f"{locked_service}/v1/styles", headers=bearer).json()[0]["name"] == "paprika"
     assert httpx.get(f"{locked_service}/v1/stats", headers=bearer).status_code == 200
@@ -64,8 +74,16 @@ def test_health_and_the_page_stay_open_and_tell_nothing_private(locked_service: 
 
 def test_the_cli_sends_the_key_from_the_environment(locked_service: str, tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(marked_jpeg())
-    args = ("stylize", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"), "--url",
-            locked_service, "--size", "32")
+    args = (
+        "stylize",
+        str(tmp_path / "a.jpg"),
+        "-o",
+        str(tmp_path / "out"),
+        "--url",
+        locked_service,
+        "--size",
+        "32",
+    )
     refused = cli(*args)
     assert refused.returncode == 1 and "set ANIMEGAN_API_KEY" in refused.stderr
     allowed = cli(*args, env={"ANIMEGAN_API_KEY": API_KEY})
@@ -79,10 +97,17 @@ def test_logs_hold_neither_image_bytes_nor_the_key(locked_service: str, service:
 
     bearer = {"Authorization": f"Bearer {API_KEY}"}
     for params in ({"size": "32"}, {"size": "-1"}, {"style": "nope"}):  # a success and refusals
-        httpx.post(f"{locked_service}/v1/stylize", content=marked_jpeg(), params=params,
-                   headers=bearer, timeout=60)
+        httpx.post(
+            f"{locked_service}/v1/stylize",
+            content=marked_jpeg(),
+            params=params,
+            headers=bearer,
+            timeout=60,
+        )
     httpx.post(f"{locked_service}/v1/stylize", content=marked_jpeg(), timeout=60)  # no key
-    logs = Path(ray._private.worker._global_node.get_logs_dir_path())  # noqa: SLF001
+    node = ray._private.worker._global_node
+    assert node is not None
+    logs = Path(node.get_logs_dir_path())
     files = [p for p in logs.rglob("*") if p.is_file()]
     assert files
     for path in files:

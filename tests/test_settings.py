@@ -40,9 +40,11 @@ def test_custom_styles_come_from_json_in_the_environment(monkeypatch: pytest.Mon
     assert settings.default_style == "mine"
 
 
-def test_serve_args_fill_the_model_but_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_args_fill_the_model_but_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("ANIMEGAN_PRECISION", "fp32")
-    settings = Settings.from_args({"precision": "bf16", "max_batch_size": 2})
+    settings = Settings(precision="bf16", max_batch_size=2)
     assert settings.precision == "fp32"
     assert settings.max_batch_size == 2
 

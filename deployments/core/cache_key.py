@@ -16,7 +16,8 @@ KEY_VERSION = b"animegan-serve/1"  # bump when the pipeline's output changes for
 
 def cache_key(image: bytes, options: StylizeOptions, weights_sha1: str) -> str:
     digest = hashlib.sha256(KEY_VERSION)
-    described = f"{weights_sha1}|{options.style}|{options.size}|{options.crop}|{options.format}|{options.quality}"
+    o = options
+    described = f"{weights_sha1}|{o.style}|{o.size}|{o.crop}|{o.format}|{o.quality}"
     digest.update(described.encode())
     digest.update(hashlib.sha256(image).digest())
     return digest.hexdigest()

@@ -3,6 +3,9 @@
 Pixels go in and out as uint8 (N, H, W, 3) arrays. That layout *is* channels_last for the
 network, so no copy is made on the way in or out. The precision is fp32 or bf16; `auto` picks
 bf16 only where this CPU runs it faster and its output stays within the quality gate.
+
+Every timing taken at start-up lives here, in the order a model replica runs them: the
+precision choice, the warm-up, and the per-image time of each batch size (`time_batches`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from .errors import AnimeGANError, StyleNotReady, UnknownStyle, WeightsError
 from .network import MIN_SIDE, Generator
+from .results import StyleStatus
 from .settings import Precision, Settings
 from .weights import ProgressHook, ensure, load_state_dict, registry
 
@@ -29,18 +32,6 @@ log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MIN_PSNR_DB = 40.0
 GATE_SIDE = 192  # side of the picture the precision gate times and compares on
-
-
-@dataclass(frozen=True)
-class StyleStatus:
-    """What `/v1/styles` and `weights list` report about one style."""
-
-    name: str
-    description: str
-    ready: bool
-    verified: bool = False
-    sha1: str | None = None
-    error: str | None = None
 
 
 class Engine:
@@ -58,10 +49,14 @@ class Engine:
         self.precision_reason = precision_reason
         self.dtype = DTYPES[precision]
         # Copies: converting a module's dtype is in place, and callers keep theirs.
-        self.networks = {name: _prepare(copy.deepcopy(net), self.dtype) for name, net in networks.items()}
-        self.statuses = dict(statuses) if statuses is not None else {
-            name: StyleStatus(name, "", ready=True) for name in networks
+        self.networks = {
+            name: _prepare(copy.deepcopy(net), self.dtype) for name, net in networks.items()
         }
+        self.statuses = (
+            dict(statuses)
+            if statuses is not None
+            else {name: StyleStatus(name, "", ready=True) for name in networks}
+        )
 
     @classmethod
     def load(
@@ -91,7 +86,9 @@ class Engine:
             statuses[name] = StyleStatus(
                 name, spec.description, ready=True, verified=weights.verified, sha1=weights.sha1
             )
-        precision, reason = choose_precision(settings.precision, next(iter(networks.values()), None))
+        precision, reason = choose_precision(
+            settings.precision, next(iter(networks.values()), None)
+        )
         log.info("precision %s: %s", precision, reason)
         engine = cls(networks, precision=precision, statuses=statuses, precision_reason=reason)
         engine.warm_up(settings.default_size)
@@ -116,7 +113,7 @@ class Engine:
             raise StyleNotReady(f"style {style!r} is not ready: {status.error}")
         batch = torch.from_numpy(np.stack(images))  # (N, H, W, 3) uint8
         with torch.inference_mode(), torch_threads(threads):
-            out = stylize_tensor(network, batch.permute(0, 3, 1, 2), self.dtype)
+            out = run_network(network, batch.permute(0, 3, 1, 2), self.dtype)
         pixels = out.permute(0, 2, 3, 1).numpy()  # contiguous: `out` is channels_last
         return list(pixels)
 
@@ -125,6 +122,32 @@ class Engine:
         picture = gate_picture(side)
         for style in self.networks:
             self.run(style, [picture])
+
+    def time_batches(
+        self, sizes: Sequence[int], *, side: int, rounds: int = 3, tolerance: float = 1.25
+    ) -> dict[int, float]:
+        """Seconds per image for each batch size, the fastest of `rounds` interleaved rounds.
+
+        Interleaving means a burst of other work on the machine (another replica starting, say)
+        cannot favour one size; a size more than `tolerance` times slower than the best so far
+        is not timed again.
+        """
+        if not self.networks:
+            return {}
+        style, picture = self.ready_styles[0], gate_picture(side)
+        fastest: dict[int, float] = {}
+        for round_ in range(rounds):
+            for size in sizes:
+                batch = [picture] * size
+                if round_ == 0:
+                    self.run(style, batch)  # the first run of a shape builds kernels
+                start = time.perf_counter()
+                self.run(style, batch)
+                per_image = (time.perf_counter() - start) / size
+                fastest[size] = min(per_image, fastest.get(size, per_image))
+            best = min(fastest.values())
+            sizes = [n for n in sizes if fastest[n] <= tolerance * best]
+        return dict(sorted(fastest.items()))
 
 
 @contextmanager
@@ -156,17 +179,18 @@ def build_network(state_dict: Mapping[str, torch.Tensor], *, style: str = "") ->
 
 def _prepare(network: Generator, dtype: torch.dtype) -> Generator:
     network = network.eval().requires_grad_(False)
-    return network.to(dtype=dtype, memory_format=torch.channels_last)
+    # torch's stubs lack Module.to's memory_format, which it takes at run time
+    return network.to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
 
 
-def stylize_tensor(network: Generator, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def run_network(network: Generator, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> uint8 (N, 3, H, W) with the reference port's pre/post-processing."""
     height, width = images.shape[-2:]
     x = images.float().mul_(2 / 255).sub_(1).to(dtype)  # x / 255 * 2 - 1
     if height < MIN_SIDE or width < MIN_SIDE:
         # Too small for the network's reflection pads: grow by edge replication, crop after.
         x = F.pad(x, (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height)), mode="replicate")
-    y = network(x)[..., :height, :width]
+    y: torch.Tensor = network(x)[..., :height, :width]
     return y.float().clamp_(-1, 1).mul_(127.5).add_(127.5).round_().to(torch.uint8)
 
 
@@ -176,18 +200,19 @@ def choose_precision(requested: Precision, network: Generator | None) -> tuple[s
         return requested, f"{requested} requested by settings"
     if network is None:
         return "fp32", "no style loaded to measure with"
-    if not torch.backends.mkldnn.is_available() or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    mkldnn = torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+    if not mkldnn or not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return "fp32", "this CPU has no native bf16"
     picture = torch.from_numpy(gate_picture(GATE_SIDE)[None]).permute(0, 3, 1, 2)
     outputs, seconds = {}, {}
     for name, dtype in DTYPES.items():
         candidate = _prepare(copy.deepcopy(network), dtype)
         with torch.inference_mode():
-            stylize_tensor(candidate, picture, dtype)  # first call builds kernels; not timed
+            run_network(candidate, picture, dtype)  # first call builds kernels; not timed
             times = []
             for _ in range(3):
                 start = time.perf_counter()
-                outputs[name] = stylize_tensor(candidate, picture, dtype)
+                outputs[name] = run_network(candidate, picture, dtype)
                 times.append(time.perf_counter() - start)
         seconds[name] = sorted(times)[1]
     quality = psnr(outputs["fp32"].numpy(), outputs["bf16"].numpy())

@@ -1,8 +1,9 @@
 """Bytes in, pixels out, and back: decoding with limits, orientation, colour, resizing, encoding.
 
-Limits are checked before the full decode: the byte count first, then the pixel count from the
-header, so a decompression bomb costs a header parse. JPEGs that will be shrunk are decoded at
-a reduced DCT scale (Pillow's draft mode), which is several times cheaper for large photos.
+The pixel limit is checked from the header before the full decode, so a decompression bomb
+costs a header parse (the byte limit is the upload's, checked where the bytes arrive). JPEGs
+that will be shrunk are decoded at a reduced DCT scale (Pillow's draft mode), which is several
+times cheaper for large photos.
 """
 
 from __future__ import annotations
@@ -39,24 +40,23 @@ def load(
     *,
     size: int,
     crop: Crop,
-    max_bytes: int,
     max_pixels: int,
 ) -> np.ndarray:
     """Decode `data` and fit it to `size`: an (H, W, 3) uint8 RGB array, upright."""
-    image = decode(data, max_bytes=max_bytes, max_pixels=max_pixels, size=size, crop=crop)
+    image = decode(data, max_pixels=max_pixels, size=size, crop=crop)
     return np.asarray(fit(image, size=size, crop=crop))
 
 
 def decode(
     data: bytes,
     *,
-    max_bytes: int,
     max_pixels: int,
     size: int | None = None,
     crop: Crop = "none",
 ) -> Image.Image:
     """An upright RGB image from encoded bytes; `size`/`crop` let JPEGs decode at reduced scale."""
-    check_size(data, max_bytes=max_bytes)
+    if not data:
+        raise InvalidImage("the upload is empty; send the image file's bytes")
     image = _open(data, max_pixels=max_pixels)
     width, height = image.size
     if width * height > max_pixels:
@@ -73,26 +73,20 @@ def decode(
         raise InvalidImage(f"the {image.format} image could not be decoded ({exc})") from exc
 
 
-def check_size(data: bytes, *, max_bytes: int) -> None:
-    """The cheapest refusals: nothing sent, or more bytes than allowed."""
-    if not data:
-        raise InvalidImage("the upload is empty; send the image file's bytes")
-    if len(data) > max_bytes:
-        raise TooLarge(f"the upload is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
-
-
 def _open(data: bytes, *, max_pixels: int) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except Image.DecompressionBombError as exc:  # Pillow's own, far higher guard
         raise TooLarge(
-            f"the image declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels; "
+            f"the image declares over {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels; "
             f"the limit is {max_pixels:,} pixels"
         ) from exc
     except UnidentifiedImageError as exc:
         claimed = _claimed_format(data)
         if claimed is not None:
-            raise InvalidImage(f"the data starts like a {claimed} file but is not readable") from exc
+            raise InvalidImage(
+                f"the data starts like a {claimed} file but is not readable"
+            ) from exc
         raise UnsupportedFormat(
             "not an image format we read; send JPEG, PNG, WebP, GIF, BMP or TIFF"
         ) from exc
@@ -144,7 +138,7 @@ def resize_scale(width: int, height: int, *, size: int, crop: Crop) -> float:
 
 
 def fit(image: Image.Image, *, size: int, crop: Crop) -> Image.Image:
-    """Centre-crop to a square if asked (as face2paint does), then shrink the long side to `size`."""
+    """Centre-crop to a square if asked (as face2paint does), then shrink to `size`."""
     width, height = image.size
     if crop == "square":
         side = min(width, height)

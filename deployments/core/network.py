@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ConvNormLReLU", "InvertedResBlock", "Generator", "MIN_SIDE"]
+__all__ = ["MIN_SIDE", "ConvNormLReLU", "Generator", "InvertedResBlock"]
 
 # Below 8 px the reflection pads of the quarter-resolution blocks have nothing to reflect.
 MIN_SIDE = 8
@@ -67,7 +67,7 @@ class InvertedResBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.layers(x)
+        out: torch.Tensor = self.layers(x)
         return x + out if self.use_res_connect else out
 
 
@@ -115,7 +115,8 @@ class Generator(nn.Module):
         out = self.block_c(self.block_b(half))
         out = self.block_d(_upsample(out, half.shape[-2:]))
         out = self.block_e(_upsample(out, x.shape[-2:]))
-        return self.out_layer(out)
+        image: torch.Tensor = self.out_layer(out)
+        return image
 
 
 def _upsample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:

@@ -63,11 +63,14 @@ class StylizeOptions:
         size = settings.default_size if size is None else size
         if not settings.min_size <= size <= settings.max_size:
             raise BadParameter(
-                f"size must be between {settings.min_size} and {settings.max_size} pixels, not {size}"
+                f"size must be between {settings.min_size} and {settings.max_size} pixels, "
+                f"not {size}"
             )
         crop = crop or "none"
         if crop not in get_args(Crop):
-            raise BadParameter(f"crop must be one of {', '.join(get_args(Crop))}, not {crop[:32]!r}")
+            raise BadParameter(
+                f"crop must be one of {', '.join(get_args(Crop))}, not {crop[:32]!r}"
+            )
         format = (format or settings.default_format).lower()
         format = "jpeg" if format == "jpg" else format
         if format not in get_args(OutputFormat):

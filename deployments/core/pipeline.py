@@ -1,6 +1,6 @@
 """A request's image work on either side of the model, with the limits and encoding settings.
 
-The ingress and the CLI's in-process mode both run: prepare -> model -> finish.
+The ingress and the CLI's in-process mode both run: decode_upload -> model -> encode_result.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from .options import StylizeOptions
 from .settings import Settings
 
 
-def prepare(data: bytes, options: StylizeOptions, settings: Settings) -> np.ndarray:
+def decode_upload(data: bytes, options: StylizeOptions, settings: Settings) -> np.ndarray:
     """Encoded upload -> upright (H, W, 3) uint8 pixels at the requested size and crop."""
-    return imaging.load(data, size=options.size, crop=options.crop,
-                        max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels)
+    return imaging.load(data, size=options.size, crop=options.crop, max_pixels=settings.max_pixels)
 
 
-def finish(pixels: np.ndarray, options: StylizeOptions, settings: Settings) -> bytes:
+def encode_result(pixels: np.ndarray, options: StylizeOptions, settings: Settings) -> bytes:
     """Stylized pixels -> the requested output encoding."""
-    return imaging.encode(pixels, format=options.format, quality=options.quality,
-                          png_compress_level=settings.png_compress_level)
+    return imaging.encode(
+        pixels,
+        format=options.format,
+        quality=options.quality,
+        png_compress_level=settings.png_compress_level,
+    )

@@ -1,16 +1,17 @@
 """The one settings model: every option with its default, each overridable by `ANIMEGAN_<NAME>`.
 
-The CLI builds it from the environment; the Serve application fills it from its `args`
-(environment variables still win over nothing but the defaults: see `Settings.from_args`).
+Precedence, highest first: `ANIMEGAN_*` environment variables, then the arguments the model is
+built with (`serve_config.yaml`'s `args`, or keyword arguments), then the defaults. Settings are
+resolved once, where the application is built, and handed to every replica as this object.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -41,9 +42,11 @@ class Settings(BaseSettings):
 
     # Engine
     precision: Precision = "auto"
-    threads: int | None = Field(default=None, ge=1, description="torch threads; None keeps torch's.")
-    # A request with the model replicas to itself may use more threads: at low load a second
-    # core idles otherwise (on 2 cores: 60 ms instead of 103 ms at 256 px bf16).
+    threads: int | None = Field(
+        default=None, ge=1, description="torch threads; None keeps torch's."
+    )
+    # A request with the model replicas to itself may use more threads: at low load the other
+    # cores would idle.
     solo_threads: int | None = Field(default=None, ge=1)
 
     # Input limits, checked before a full decode
@@ -90,14 +93,22 @@ class Settings(BaseSettings):
             raise ValueError("styles must name at least one style")
         if self.default_style not in self.styles:
             if "default_style" in self.model_fields_set:
-                raise ValueError(f"default_style {self.default_style!r} is not in styles {self.styles}")
+                raise ValueError(
+                    f"default_style {self.default_style!r} is not in styles {self.styles}"
+                )
             self.default_style = self.styles[0]
         if not self.min_size <= self.default_size <= self.max_size:
             raise ValueError("default_size must lie between min_size and max_size")
         return self
 
     @classmethod
-    def from_args(cls, args: dict[str, Any] | None = None) -> Settings:
-        """Settings from a dict (Serve `args`), with `ANIMEGAN_*` variables taking precedence."""
-        from_env = EnvSettingsSource(cls)()
-        return cls(**{k: v for k, v in (args or {}).items() if k not in from_env})
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment over the arguments (as documented above); no dotenv or secret files."""
+        return env_settings, init_settings

@@ -55,14 +55,26 @@ class StyleWeights:
 
 # The port's four files: name, git blob SHA-1 pin, what it is for.
 _OFFICIAL_FILES = (
-    ("celeba_distill", "3b7ea61b02254980831cc3bc77af30666dbc999c",
-     "Webtoon-like faces, distilled on CelebA-HQ; best on 256 px faces."),
-    ("face_paint_512_v1", "19c1a1da4d9580186109a2b055d91044e5127de6",
-     "Face portrait v1: painterly faces; best on 512 px square faces."),
-    ("face_paint_512_v2", "d75102f8f201ddaf8dbe6b913b1a97585b55f838",
-     "Face portrait v2 (torch.hub default): smoother faces; best on 512 px square faces."),
-    ("paprika", "58086c9db9fc7a9e5c2876ca31b8079599352643",
-     "Paprika: Satoshi Kon-like scenes and landscapes; any size."),
+    (
+        "celeba_distill",
+        "3b7ea61b02254980831cc3bc77af30666dbc999c",
+        "Webtoon-like faces, distilled on CelebA-HQ; best on 256 px faces.",
+    ),
+    (
+        "face_paint_512_v1",
+        "19c1a1da4d9580186109a2b055d91044e5127de6",
+        "Face portrait v1: painterly faces; best on 512 px square faces.",
+    ),
+    (
+        "face_paint_512_v2",
+        "d75102f8f201ddaf8dbe6b913b1a97585b55f838",
+        "Face portrait v2 (torch.hub default): smoother faces; best on 512 px square faces.",
+    ),
+    (
+        "paprika",
+        "58086c9db9fc7a9e5c2876ca31b8079599352643",
+        "Paprika: Satoshi Kon-like scenes and landscapes; any size.",
+    ),
 )
 OFFICIAL: dict[str, StyleSpec] = {
     name: StyleSpec(name, description, OFFICIAL_URL.format(name=name), sha1=sha1)
@@ -117,7 +129,10 @@ def ensure(
         if spec.sha1 is not None and not found.verified:
             log.warning(
                 "style %s: %s does not match its pin (sha1 %s, expected %s); loading it unverified",
-                spec.name, found.path, found.sha1, spec.sha1,
+                spec.name,
+                found.path,
+                found.sha1,
+                spec.sha1,
             )
         return found
     path = local_path(spec, weights_dir)
@@ -147,9 +162,10 @@ def _download(url: str, dest: Path, *, timeout_s: float, progress: ProgressHook 
     log.info("downloading %s to %s", url, dest)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as tmp, httpx.stream(
-            "GET", url, follow_redirects=True, timeout=timeout_s
-        ) as response:
+        with (
+            os.fdopen(fd, "wb") as tmp,
+            httpx.stream("GET", url, follow_redirects=True, timeout=timeout_s) as response,
+        ):
             response.raise_for_status()
             expected = response.headers.get("content-length")
             total = int(expected) if expected is not None else None
@@ -158,7 +174,9 @@ def _download(url: str, dest: Path, *, timeout_s: float, progress: ProgressHook 
                 if progress is not None:
                     progress(response.num_bytes_downloaded, total)
             if total is not None and response.num_bytes_downloaded != total:
-                raise OSError(f"transfer ended after {response.num_bytes_downloaded} of {total} bytes")
+                raise OSError(
+                    f"transfer ended after {response.num_bytes_downloaded} of {total} bytes"
+                )
         os.replace(tmp_name, dest)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -174,7 +192,9 @@ def load_state_dict(weights: StyleWeights) -> dict[str, torch.Tensor]:
             f"style {weights.spec.name!r}: {weights.path} is not a readable state_dict ({exc})"
         ) from exc
     if not isinstance(state, dict):
-        raise WeightsError(f"style {weights.spec.name!r}: {weights.path} does not hold a state_dict")
+        raise WeightsError(
+            f"style {weights.spec.name!r}: {weights.path} does not hold a state_dict"
+        )
     return state
 
 

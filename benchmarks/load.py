@@ -1,0 +1,204 @@
+"""The one load driver of the benchmarks, the soak and the fault tests.
+
+Closed loop: N clients, each sending its next request when its last one is answered (what a
+fixed pool of users does). Open loop: a request every 1/rate seconds whatever the answers do
+(what a crowd does). Every run is bounded in requests and time, and only loopback is a target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+# The i-th request's (body, query parameters).
+Payloads = Callable[[int], tuple[bytes, Mapping[str, str | int]]]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's outcome; `status` 0 means no HTTP answer (`failure` says why)."""
+
+    status: int
+    ms: float
+    cache: str = "-"  # X-Cache
+    code: str | None = None  # the JSON error code of a refusal
+    retry_after: str | None = None
+    failure: str | None = None  # "hung" past the timeout, else the exception's name
+
+
+@dataclass
+class Load:
+    """Every answer of one run, in the order they came."""
+
+    clients: int = 0  # closed loop; 0 for open loop
+    offered_per_s: float = 0.0  # open loop
+    seconds: float = 0.0
+    answers: list[Answer] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return len(self.answers)
+
+    @property
+    def errors(self) -> int:
+        return sum(a.status != 200 for a in self.answers)
+
+    @property
+    def throughput(self) -> float:
+        """Pictures (200s) per second."""
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+    @property
+    def statuses(self) -> Counter[int]:
+        return Counter(a.status for a in self.answers)
+
+    @property
+    def cache(self) -> Counter[str]:
+        return Counter(a.cache for a in self.answers)
+
+    def latencies_ms(self, status: int | None = None) -> list[float]:
+        return [a.ms for a in self.answers if status is None or a.status == status]
+
+    def percentile(self, q: float, status: int | None = None) -> float:
+        times = self.latencies_ms(status)
+        if len(times) < 2:
+            return times[0] if times else float("nan")
+        return statistics.quantiles(times, n=100, method="inclusive")[int(q) - 1]
+
+
+def run_closed(
+    url: str,
+    path: str,
+    payloads: Payloads,
+    *,
+    clients: int,
+    max_requests: int,
+    max_seconds: float,
+) -> Load:
+    """`clients` closed-loop clients until `max_requests` were sent or `max_seconds` passed."""
+    load = Load(clients=clients)
+    asyncio.run(_closed(url, path, payloads, load, max_requests, max_seconds, threading.Event()))
+    return load
+
+
+def run_open(
+    url: str, path: str, payloads: Payloads, *, rate: float, seconds: float, timeout_s: float
+) -> Load:
+    """A request every 1/`rate` s for `seconds`; answers later than `timeout_s` count as hung."""
+    load = Load(offered_per_s=rate)
+    asyncio.run(_open(url, path, payloads, load, seconds, timeout_s))
+    return load
+
+
+@contextmanager
+def in_background(
+    url: str,
+    path: str,
+    payloads: Payloads,
+    *,
+    clients: int,
+    max_seconds: float = 300,
+) -> Iterator[Load]:
+    """Closed-loop clients in a thread while the block runs; `answers` grows as they come.
+
+    On leaving, the clients finish their requests in flight; one that does not is a hang.
+    """
+    load, stop = Load(clients=clients), threading.Event()
+    thread = threading.Thread(
+        target=lambda: asyncio.run(
+            _closed(url, path, payloads, load, 10**9, max_seconds, stop, timeout_s=90)
+        )
+    )
+    thread.start()
+    try:
+        yield load
+    finally:
+        stop.set()
+        thread.join(timeout=120)
+    assert not thread.is_alive(), "a request hung"
+
+
+async def _closed(
+    url: str,
+    path: str,
+    payloads: Payloads,
+    load: Load,
+    max_requests: int,
+    max_seconds: float,
+    stop: threading.Event,
+    *,
+    timeout_s: float = 120,
+) -> None:
+    _check_loopback(url)
+    limits = httpx.Limits(max_connections=load.clients, max_keepalive_connections=load.clients)
+    sent = 0
+    deadline = time.monotonic() + max_seconds
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
+
+        async def client() -> None:
+            nonlocal sent
+            while sent < max_requests and time.monotonic() < deadline and not stop.is_set():
+                sent += 1
+                body, params = payloads(sent - 1)
+                load.answers.append(await _send(http, path, body, params))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(load.clients)))
+        load.seconds = time.perf_counter() - start
+
+
+async def _open(
+    url: str, path: str, payloads: Payloads, load: Load, seconds: float, timeout_s: float
+) -> None:
+    _check_loopback(url)
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
+
+        async def one(index: int) -> None:
+            body, params = payloads(index)
+            load.answers.append(await _send(http, path, body, params))
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            while len(tasks) < elapsed * load.offered_per_s:
+                tasks.append(asyncio.create_task(one(len(tasks))))
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+        load.seconds = time.perf_counter() - start
+
+
+async def _send(
+    http: httpx.AsyncClient, path: str, body: bytes, params: Mapping[str, str | int]
+) -> Answer:
+    start = time.perf_counter()
+    try:
+        answer = await http.post(path, content=body, params=params)
+    except httpx.TimeoutException:
+        return Answer(0, (time.perf_counter() - start) * 1e3, failure="hung")
+    except httpx.HTTPError as exc:
+        return Answer(0, (time.perf_counter() - start) * 1e3, failure=type(exc).__name__)
+    ms = (time.perf_counter() - start) * 1e3
+    code = None
+    if answer.status_code != 200 and answer.headers.get("content-type") == "application/json":
+        code = answer.json().get("error", {}).get("code")
+    return Answer(
+        answer.status_code,
+        ms,
+        answer.headers.get("x-cache", "-"),
+        code,
+        answer.headers.get("retry-after"),
+    )
+
+
+def _check_loopback(url: str) -> None:
+    if not url.startswith(("http://127.", "http://localhost")):
+        raise ValueError(f"load goes to loopback addresses only, not {url}")
