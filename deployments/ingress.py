@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from .cache import CacheClient
 from .core import pipeline
 from .core.cache_key import cache_key
-from .core.coalescer import Failed, Hit, Pending
+from .core.coalescer import Claimed, Failed, Hit, Pending
 from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, TooLarge, UnknownStyle
 from .core.options import StylizeOptions
 from .core.replica_stats import summarize
@@ -137,15 +137,15 @@ class Ingress:
             if isinstance(settled, Hit):
                 self.hot.put(key, settled.body)
                 return self._answered(settled.body, key, "shared", options, counter="shared")
-            found = None  # released: compute it without the claim
+        claimed = isinstance(found, Claimed)  # else: the cache is down, or the claim released
         try:
             body = await self.compute(image, options)
         except AnimeGANError as error:  # a refusal of this input: the same for its waiters
-            if found is not None:
+            if claimed:
                 self._in_background(self.cache.fail(key, error))
             raise
         except BaseException:  # a fault or cancellation: waiters try for themselves
-            if found is not None:
+            if claimed:
                 self._in_background(self.cache.release(key))
             raise
         self.hot.put(key, body)
