@@ -28,7 +28,7 @@ from benchmarks.common import (
 )
 from benchmarks.load import Load, run_closed
 from benchmarks.procs import cpu_s, ray_processes
-from benchmarks.report import Runs, Scenario, render, replace_section
+from benchmarks.report import CpuTable, Runs, Scenario, render, replace_section
 
 
 def cold_start_s(weights_dir: Path, timeout_s: float = 180) -> float:
@@ -98,7 +98,7 @@ def load(
 
 def served_scenarios(
     url: str, weights_dir: Path, *, seconds: float
-) -> tuple[Runs, dict[str, object], dict[str, float]]:
+) -> tuple[Runs, dict[str, object], CpuTable]:
     photos = Photos(seed=1)
     small: dict[str, str | int] = {"style": "paprika", "size": 256}
     square: dict[str, str | int] = {"style": "face_paint_512_v2", "size": 512, "crop": "square"}
@@ -115,15 +115,14 @@ def served_scenarios(
 
     deploy_ours(url, weights_dir)
     load(url, "/v1/stylize", photos.unique(120), small, clients=8, seconds=seconds)  # warm, scale
-    cpu: dict[str, float] = {}
+    cpu: CpuTable = {}
     for clients in (1, 4, 8, 16):
         bodies = photos.unique(int(seconds * 40))
-        procs = ray_processes() | {os.getpid(): "load generator (this process)"}
-        before = {pid: cpu_s(pid) for pid in procs}
+        before = cpu_snapshot()
         misses = load(url, "/v1/stylize", bodies, small, clients=clients, seconds=seconds)
         record(Scenario("ours", "misses", clients), misses)
         if clients == 8:
-            cpu = cpu_per_request(procs, before, misses)
+            cpu[Scenario("ours", "misses", clients)] = cpu_since(before, misses)
     popular = photos.unique(20)
     load(url, "/v1/stylize", popular, small, clients=4, seconds=seconds * 2)  # fill the cache
     for clients in (1, 8):
@@ -137,10 +136,12 @@ def served_scenarios(
         Scenario("ours", "hot mix 80/20", 8),
         load(url, "/v1/stylize", mix, small, clients=8, seconds=seconds),
     )
-    record(
-        Scenario("ours", "512 square", 8),
-        load(url, "/v1/stylize", photos.unique(200), square, clients=8, seconds=seconds * 1.5),
+    before = cpu_snapshot()
+    square_misses = load(
+        url, "/v1/stylize", photos.unique(200), square, clients=8, seconds=seconds * 1.5
     )
+    record(Scenario("ours", "512 square", 8), square_misses)
+    cpu[Scenario("ours", "512 square", 8)] = cpu_since(before, square_misses)
     ours_stats = _stats(url)
 
     deploy_naive(url, weights_dir)
@@ -179,15 +180,22 @@ def served_scenarios(
     return runs, summary, cpu
 
 
-def cpu_per_request(
-    procs: dict[int, str], before: dict[int, float | None], result: Load
-) -> dict[str, float]:
-    """CPU milliseconds per answered request, by process name (replicas of one name summed)."""
+CpuSnapshot = dict[int, tuple[str, float | None]]
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """CPU seconds so far of every Ray process and of this one (the load generator)."""
+    procs = ray_processes() | {os.getpid(): "load generator (this process)"}
+    return {pid: (name, cpu_s(pid)) for pid, name in procs.items()}
+
+
+def cpu_since(before: CpuSnapshot, result: Load) -> dict[str, float]:
+    """CPU ms per answered request since `before`, by process (replicas of one name summed)."""
     spent: dict[str, float] = {}
-    for pid, name in procs.items():
-        after, then = cpu_s(pid), before[pid]
-        if after is not None and then is not None:
-            spent[name] = spent.get(name, 0.0) + (after - then) * 1e3 / result.requests
+    for pid, (name, then) in before.items():
+        now = cpu_s(pid)
+        if now is not None and then is not None:
+            spent[name] = spent.get(name, 0.0) + (now - then) * 1e3 / result.requests
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
