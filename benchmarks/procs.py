@@ -19,8 +19,8 @@ def ray_processes() -> dict[int, str]:
         except OSError:
             continue
         first = argv[0].decode(errors="replace")
-        if first.startswith("ray::"):
-            found[int(entry.name)] = first.split()[0]
+        if first.startswith("ray::"):  # ray::Actor, or ray::Actor.method while it runs one
+            found[int(entry.name)] = first.split()[0].split(".")[0]
         elif any(part in first for part in ("raylet", "gcs_server")) or any(
             b"ray/_private" in a or b"ray/dashboard" in a or b"ray/autoscaler" in a for a in argv
         ):
