@@ -68,6 +68,26 @@ def test_a_run_may_borrow_threads_and_gives_them_back(fp32_engine: Engine) -> No
     assert np.abs(usual.astype(int) - wider.astype(int)).max() <= 1
 
 
+def test_batch_timing_gives_each_size_a_time_per_image_and_stops_timing_slow_ones(
+    fp32_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timed = fp32_engine.time_batches([1, 2, 4], side=32, rounds=2)
+    assert list(timed) == [1, 2, 4] and all(t > 0 for t in timed.values())
+    runs: list[int] = []
+    run = fp32_engine.run
+
+    def counted(style: str, batch: list[np.ndarray]) -> list[np.ndarray]:
+        runs.append(len(batch))
+        return run(style, batch)
+
+    monkeypatch.setattr(fp32_engine, "run", counted)
+    fp32_engine.time_batches([1, 2], side=32, rounds=3, tolerance=10)
+    assert runs == [1, 1, 2, 2, 1, 2, 1, 2]  # a warm-up run per size, then one timed per round
+    runs.clear()
+    fp32_engine.time_batches([1, 2], side=32, rounds=3, tolerance=0.5)  # every size "too slow"
+    assert runs == [1, 1, 2, 2]
+
+
 def test_bf16_passes_the_quality_gate_against_fp32(fp32_engine: Engine) -> None:
     picture = gate_picture(96)
     (fp32,) = fp32_engine.run("s", [picture])
