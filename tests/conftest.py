@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from benchmarks.common import free_port, wait_healthy
+from benchmarks.common import start_cluster, stop_cluster, wait_healthy
 from deployments.core.settings import OFFICIAL_STYLES, Settings
 from deployments.core.weights import write_seeded
 
@@ -154,25 +154,21 @@ SERVICE_ARGS: dict[str, Any] = {
 
 @pytest.fixture(scope="session")
 def service(seeded_weights_dir: Path) -> Iterator[Service]:
-    import ray
     from ray import serve
 
     from deployments.app import APP_NAME, from_config
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = free_port()
+    url = start_cluster()
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = from_config(
             ROOT / "serve_config.yaml", weights_dir=seeded_weights_dir, **SERVICE_ARGS
         )
         serve.run(app, name=APP_NAME, route_prefix="/")
-        service = Service(f"http://127.0.0.1:{port}", seeded_weights_dir)
+        service = Service(url, seeded_weights_dir)
         wait_healthy(service.url + "/healthz")
         yield service
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_cluster()
 
 
 API_KEY = "test-key-0123456789abcdef"
