@@ -36,6 +36,9 @@ class CacheActor:
     async def get_or_claim(self, key: str) -> Lookup:
         return self.cache.get_or_claim(key)
 
+    def get(self, key: str) -> bytes | None:
+        return self.cache.store.get(key)
+
     async def wait(self, key: str) -> Settled:
         return await self.cache.wait(key)
 
@@ -78,6 +81,14 @@ class CacheClient:
         except _CacheDown:
             return None
         return found
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored result for `key`, claiming nothing; None if absent or the cache is down."""
+        try:
+            body: bytes | None = await self._call(self.actor.get.remote(key), self.call_timeout_s)
+        except _CacheDown:
+            return None
+        return body
 
     async def wait(self, key: str, *, timeout_s: float) -> Settled:
         """How the claim on `key` was settled; `Released` if the cache failed us meanwhile."""

@@ -7,8 +7,11 @@ tests drive it in-process through Starlette's TestClient with a plain stand-in.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import json
 import logging
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
 
@@ -17,15 +20,16 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message
 
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
-from .core.imaging import MEDIA_TYPES
+from .core.imaging import MEDIA_TYPES, media_type_of
 from .core.options import StylizeOptions
 from .core.results import StyleStatus, Stylized
-from .core.settings import Settings
+from .core.scheduler import JobView
+from .core.settings import IPNetwork, Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -33,7 +37,8 @@ log = logging.getLogger("ray.serve")
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
 TRANSFORM_SIZE = 256  # what the seed service's /transform produced
-RETRY_AFTER_S = 2  # what a 503 asks clients to wait
+RETRY_AFTER_S = 2  # what a 503 asks clients to wait when the refusal does not say
+IMMUTABLE = "public, max-age=31536000, immutable"  # results are addressed by their content
 PAGE = files(__package__).joinpath("page/index.html").read_text(encoding="utf-8")
 # The page ships everything it needs inline and talks only to this origin.
 PAGE_POLICY = (
@@ -47,7 +52,17 @@ class Service(Protocol):
 
     settings: Settings
 
-    async def process(self, image: bytes, options: StylizeOptions) -> Stylized: ...
+    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized: ...
+
+    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView: ...
+
+    async def job_view(self, job_id: str) -> JobView: ...
+
+    def follow_job(self, first: JobView) -> AsyncIterator[JobView | None]: ...
+
+    async def cancel_job(self, job_id: str) -> None: ...
+
+    async def result(self, key: str) -> bytes: ...
 
     async def styles(self, *, wait_s: float = ...) -> list[StyleStatus]: ...
 
@@ -61,9 +76,14 @@ def build_http_app(service: Service) -> Starlette:
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})
 
+    def client_of(request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
+
     async def stylize(request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
-        result = await service.process(image, StylizeOptions.parse(params, settings))
+        options = StylizeOptions.parse(params, settings)
+        result = await service.process(image, options, client_of(request))
         return Response(
             result.body,
             media_type=MEDIA_TYPES[result.options.format],
@@ -81,8 +101,40 @@ def build_http_app(service: Service) -> Starlette:
         options = StylizeOptions.parse(
             {"size": TRANSFORM_SIZE, **params, "format": "png"}, settings
         )
-        result = await service.process(image, options)
+        result = await service.process(image, options, client_of(request))
         return JSONResponse({"image_base64": result.body.hex()})  # hex, as the seed service sent
+
+    async def submit_job(request: Request) -> Response:
+        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
+        options = StylizeOptions.parse(params, settings)
+        view = await service.submit_job(image, options, client_of(request))
+        return JSONResponse(
+            view.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{view.id}"}
+        )
+
+    async def job(request: Request) -> Response:
+        return JSONResponse((await service.job_view(request.path_params["job_id"])).to_json())
+
+    async def cancel_job(request: Request) -> Response:
+        await service.cancel_job(request.path_params["job_id"])
+        return Response(status_code=204)
+
+    async def job_events(request: Request) -> Response:
+        first = await service.job_view(request.path_params["job_id"])  # 404 before streaming
+        return StreamingResponse(
+            event_stream(service.follow_job(first)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def result(request: Request) -> Response:
+        key = request.path_params["key"]
+        body = await service.result(key)
+        return Response(
+            body,
+            media_type=media_type_of(body),
+            headers={"ETag": f'"{key}"', "Cache-Control": IMMUTABLE},
+        )
 
     async def styles(request: Request) -> Response:
         return JSONResponse(
@@ -107,11 +159,17 @@ def build_http_app(service: Service) -> Starlette:
             return JSONResponse({"status": "ok", "ready_styles": ready})
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
+    trusted = settings.trusted_proxies
     key = settings.api_key.get_secret_value() if settings.api_key else None
     return Starlette(
         routes=[
             Route("/", page, methods=["GET"]),  # the page holds no data; it asks for the key
             Route("/v1/stylize", guarded(stylize, key), methods=["POST"]),
+            Route("/v1/jobs", guarded(submit_job, key), methods=["POST"]),
+            Route("/v1/jobs/{job_id}", guarded(job, key), methods=["GET"]),
+            Route("/v1/jobs/{job_id}", guarded(cancel_job, key), methods=["DELETE"]),
+            Route("/v1/jobs/{job_id}/events", guarded(job_events, key), methods=["GET"]),
+            Route("/v1/results/{key}", guarded(result, key), methods=["GET"]),
             Route("/v1/styles", guarded(styles, key), methods=["GET"]),
             Route("/v1/stats", guarded(stats, key), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),  # for load balancers: says only ok or not
@@ -123,6 +181,47 @@ def build_http_app(service: Service) -> Starlette:
             Exception: internal_error_response,
         },
     )
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """Who sent the request, for fairness: `peer`, or, while the hop is a trusted proxy, the
+    X-Forwarded-For entry before it (the rightmost address that is not a trusted proxy).
+
+    The Serve proxy has already taken this step once for peers it trusts (127.0.0.1 unless
+    `FORWARDED_ALLOW_IPS` says otherwise), replacing the peer with the last entry; that entry is
+    then the `peer` here, and the walk goes on from it.
+    """
+    hops = [hop.strip() for hop in forwarded_for.split(",")] if forwarded_for else []
+    if peer in hops:  # the Serve proxy used the entries up to this one
+        del hops[len(hops) - 1 - hops[::-1].index(peer) :]
+    client = peer
+    while hops and _is_trusted(client, trusted):
+        client = hops.pop()
+    return client
+
+
+def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+async def event_stream(news: AsyncIterator[JobView | None]) -> AsyncIterator[str]:
+    """Server-sent events of a job: `queued` (place, ETA), `running`, then `done` or `failed`."""
+    async for view in news:
+        if view is None:
+            yield ": keep-alive\n\n"
+            continue
+        data = view.to_json()
+        fields = {
+            "queued": {"position": data["position"], "eta_s": data["eta_s"]},
+            "running": {"eta_s": data["eta_s"]},
+            "done": {"result": data["result"]},
+            "failed": {"error": data["error"]},
+        }[view.status]
+        yield f"event: {view.status}\ndata: {json.dumps(fields)}\n\n"
 
 
 def guarded(handler: Handler, key: str | None) -> Handler:
@@ -187,10 +286,12 @@ async def _read_form(
 async def error_response(request: Request, exc: Exception) -> Response:
     """Every refusal, as `{"error": {"code", "message"}}` with its status."""
     assert isinstance(exc, AnimeGANError)
-    headers = {
-        503: {"Retry-After": str(RETRY_AFTER_S)},
-        401: {"WWW-Authenticate": "Bearer"},
-    }.get(exc.http_status)
+    headers: dict[str, str] | None = None
+    if exc.http_status in (429, 503):
+        retry_after = exc.retry_after_s if exc.retry_after_s is not None else RETRY_AFTER_S
+        headers = {"Retry-After": str(math.ceil(retry_after))}
+    elif exc.http_status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
     return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
+import secrets
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import numpy as np
@@ -21,14 +24,24 @@ from .cache import CacheClient
 from .core import pipeline
 from .core.cache_key import cache_key
 from .core.coalescer import Claimed, Failed, Hit, Pending
-from .core.errors import AnimeGANError, Overloaded, StyleNotReady, Timeout, TooLarge, UnknownStyle
+from .core.errors import (
+    AnimeGANError,
+    Overloaded,
+    StyleNotReady,
+    Timeout,
+    TooLarge,
+    UnknownResult,
+    UnknownStyle,
+)
+from .core.job_watch import JobWatch
 from .core.options import StylizeOptions
 from .core.replica_stats import summarize
 from .core.result_store import ResultStore
 from .core.results import CacheOutcome, StyleStatus, Stylized
+from .core.scheduler import JobView
 from .core.settings import Settings
 from .http import build_http_app
-from .replica_stats import replica_stats_actor
+from .scheduler import SchedulerClient, Turn
 
 log = logging.getLogger("ray.serve")
 
@@ -37,11 +50,15 @@ STYLES_FRESH_S = 5.0  # how long the model's style list is trusted
 # in a row is reported rather than risking a request that itself kills replicas.
 MODEL_ATTEMPTS = 2
 CALL_TIMEOUT_S = 2.0  # a named actor slower than this is treated as down
+HANDLE_CLIENT = "handle"  # Python handle callers share one place in the line's rotation
+MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
+RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 @serve.deployment(
     ray_actor_options={"num_cpus": 0},  # I/O and hashing; the model replicas own the CPUs
-    max_ongoing_requests=256,
+    # Requests waiting in the line and open job event streams are cheap coroutines here.
+    max_ongoing_requests=4096,
     max_queued_requests=512,
     backpressure_config={"retry_after_s": 2},
 )
@@ -59,9 +76,14 @@ class Ingress:
             call_timeout_s=CALL_TIMEOUT_S,
         )
         self.hot = ResultStore(settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s)
-        self.replica_stats = replica_stats_actor()
+        self.scheduler = SchedulerClient(
+            settings,
+            worker=serve.get_replica_context().replica_id.unique_id,
+            call_timeout_s=CALL_TIMEOUT_S,
+        )
+        self.watch = JobWatch(self.scheduler.views)
         self.outcomes: Counter[str] = Counter()
-        self.active = 0  # requests this replica is working on
+        self.active = 0  # requests and jobs this replica is working on
         self._styles: list[StyleStatus] = []
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
@@ -74,6 +96,8 @@ class Ingress:
             "Stylize latency in the ingress.",
             boundaries=[1, 5, 10, 50, 100, 250, 500, 1000, 5000],
         )
+        self._jobs_running = 0
+        self._runner = asyncio.get_running_loop().create_task(self._run_jobs())
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self)
@@ -88,44 +112,88 @@ class Ingress:
         quality: int | None = None,
     ) -> bytes:
         """The Python handle's call: the encoded picture; raises the core's typed errors."""
-        options = StylizeOptions.build(
-            self.settings, style=style, size=size, crop=crop, format=format, quality=quality
-        )
+        options = self._handle_options(image, style, size, crop, format, quality)
+        return (await self.process(image, options, HANDLE_CLIENT)).body
+
+    async def submit(
+        self,
+        image: bytes,
+        style: str | None = None,
+        size: int | None = None,
+        crop: str = "none",
+        format: str = "png",
+        quality: int | None = None,
+    ) -> str:
+        """The Python handle's job: its id, for `job`; raises the core's typed errors."""
+        options = self._handle_options(image, style, size, crop, format, quality)
+        return (await self.submit_job(image, options, HANDLE_CLIENT)).id
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """The Python handle's view of a job: the JSON of `GET /v1/jobs/{id}`."""
+        return (await self.job_view(job_id)).to_json()
+
+    def _handle_options(
+        self,
+        image: bytes,
+        style: str | None,
+        size: int | None,
+        crop: str,
+        format: str,
+        quality: int | None,
+    ) -> StylizeOptions:
         limit = self.settings.max_upload_bytes
         if len(image) > limit:  # HTTP uploads are capped while they stream in
             raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {limit:,} bytes")
-        return (await self.process(image, options)).body
+        return StylizeOptions.build(
+            self.settings, style=style, size=size, crop=crop, format=format, quality=quality
+        )
 
-    async def process(self, image: bytes, options: StylizeOptions) -> Stylized:
+    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
         """The request path, for HTTP and handle callers alike, within `request_timeout_s`:
 
         1. key: SHA-256 of the image bytes, the options and the style's weights identity;
         2. this replica's hot cache: `hit`;
         3. the cluster cache actor: stored (`hit`), or an identical request in flight that this
            one waits for (`shared`), or else this request claims the key;
-        4. `miss`: decode here (bad input never reaches a batch), infer on the model
-           deployment, encode here; publish to both caches.
+        4. `miss`: wait in the line for a model slot (fairly between clients; refused at once
+           if the wait would be too long), decode here (bad input never reaches a batch),
+           infer on the model deployment, encode here; publish to both caches.
         Refusals are `AnimeGANError`s, raised as they are to the caller.
         """
         start = time.perf_counter()
         self.active += 1
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
-                result = await self._answer(image, options)
+                key = await self.key(image, options)
+                result = await self._answer(key, image, options, client)
         except TimeoutError:
-            deadline = self.settings.request_timeout_s
-            raise Timeout(f"no result within the {deadline:g} s deadline; retry later") from None
+            raise self._past_deadline() from None
         finally:
             self.active -= 1
-        self._requests_metric.inc(tags={"cache": result.cache})
-        self._latency_metric.observe((time.perf_counter() - start) * 1e3)
+        self._observe(result, start)
         return result
 
-    async def _answer(self, image: bytes, options: StylizeOptions) -> Stylized:
-        key = cache_key(image, options, await self.weights_identity(options.style))
+    async def key(self, image: bytes, options: StylizeOptions) -> str:
+        return cache_key(image, options, await self.weights_identity(options.style))
+
+    async def _answer(
+        self, key: str, image: bytes, options: StylizeOptions, client: str | None
+    ) -> Stylized:
+        """The answer for `key`; `client` is the line's name for the caller, None for a job
+        (it already holds a slot)."""
         body = self.hot.get(key)
         if body is not None:
             return self._answered(body, key, "hit", options, counter="hot_hits")
+        retry_after_s = self.scheduler.shedding() if client is not None else None
+        if retry_after_s is not None:  # the line is full: answer what is stored, claim nothing
+            body = await self.cache.get(key)
+            if body is None:
+                raise Overloaded(
+                    "too many requests are waiting for the model; retry later",
+                    retry_after_s=retry_after_s,
+                )
+            self.hot.put(key, body)
+            return self._answered(body, key, "hit", options, counter="hits")
         found = await self.cache.get_or_claim(key)  # None: the cache is down, go on without it
         if isinstance(found, Hit):
             self.hot.put(key, found.body)
@@ -138,8 +206,19 @@ class Ingress:
                 self.hot.put(key, settled.body)
                 return self._answered(settled.body, key, "shared", options, counter="shared")
         claimed = isinstance(found, Claimed)  # else: the cache is down, or the claim released
+        line = (
+            self.scheduler.turn(client, key)
+            if client is not None
+            else contextlib.nullcontext(Turn())
+        )
         try:
-            body = await self.compute(image, options)
+            async with line as turn:
+                body = await self.compute(image, options)
+                turn.computed = True
+        except Overloaded:  # about the service, not the input: waiters try for themselves
+            if claimed:
+                self._in_background(self.cache.release(key))
+            raise
         except AnimeGANError as error:  # a refusal of this input: the same for its waiters
             if claimed:
                 self._in_background(self.cache.fail(key, error))
@@ -151,6 +230,82 @@ class Ingress:
         self.hot.put(key, body)
         self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait
         return self._answered(body, key, "miss", options, counter="misses")
+
+    # Jobs: the same work, queued, run by whichever ingress replica takes it
+
+    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
+        """Queue a job (done at once if its result is stored); refusals of the input now."""
+        await asyncio.to_thread(pipeline.check_upload, image, self.settings)
+        key = await self.key(image, options)
+        job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
+        if self.hot.get(key) is not None or await self.cache.get(key) is not None:
+            return await self.scheduler.record_done(job_id, client, key)
+        return await self.scheduler.submit(job_id, client, key, (key, image, options))
+
+    async def job_view(self, job_id: str) -> JobView:
+        return await self.scheduler.view(job_id)
+
+    def follow_job(self, first: JobView) -> AsyncIterator[JobView | None]:
+        """`first`, then the job's news until it ends (None: a keep-alive)."""
+        return self.watch.follow(first)
+
+    async def cancel_job(self, job_id: str) -> None:
+        await self.scheduler.cancel(job_id)
+
+    async def result(self, key: str) -> bytes:
+        """A stored result by its key (`/v1/results/{key}`)."""
+        body = self.hot.get(key) if RESULT_KEY.fullmatch(key) else None
+        if body is None and RESULT_KEY.fullmatch(key):
+            body = await self.cache.get(key)
+        if body is None:
+            raise UnknownResult(
+                f"no result {key!r}: never computed, or evicted since; submit again"
+            )
+        return body
+
+    async def _run_jobs(self) -> None:
+        """This replica's share of the line: take jobs whose turn has come, and run them."""
+        while True:
+            try:
+                taken = await self.scheduler.take(MAX_RUNNING_JOBS - self._jobs_running)
+            except Exception as exc:  # never let the runner die: jobs would wait forever
+                log.error("taking jobs failed: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+                continue
+            for job_id, (key, image, options) in taken:
+                self._in_background(self._run_job(job_id, key, image, options))
+
+    async def _run_job(self, job_id: str, key: str, image: bytes, options: StylizeOptions) -> None:
+        start = time.perf_counter()
+        self.active += 1
+        self._jobs_running += 1
+        result: Stylized | None = None
+        error: AnimeGANError | None = None
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                result = await self._answer(key, image, options, None)
+        except TimeoutError:
+            error = self._past_deadline()
+        except AnimeGANError as exc:
+            error = exc
+        except Exception as exc:
+            log.error("job %s failed: %s: %s", job_id, type(exc).__name__, exc)
+            error = AnimeGANError("the service failed this job; submit it again")
+        finally:
+            self.active -= 1
+            self._jobs_running -= 1
+        if result is not None:
+            self._observe(result, start)
+        computed = result is not None and result.cache == "miss"
+        self.scheduler.finish(job_id, key=key if result else None, error=error, computed=computed)
+
+    def _observe(self, result: Stylized, start: float) -> None:
+        self._requests_metric.inc(tags={"cache": result.cache})
+        self._latency_metric.observe((time.perf_counter() - start) * 1e3)
+
+    def _past_deadline(self) -> Timeout:
+        deadline = self.settings.request_timeout_s
+        return Timeout(f"no result within the {deadline:g} s deadline; retry later")
 
     async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
         """Decode here, infer on the model deployment, encode here."""
@@ -225,24 +380,20 @@ class Ingress:
         raise Overloaded("the model deployment is still starting; retry in a few seconds")
 
     async def stats(self) -> dict[str, Any]:
-        """The cluster cache's counters, this replica's outcomes, and the model replicas'."""
-        cache, replicas = await asyncio.gather(self.cache.stats(), self._replica_snapshots())
+        """The cluster cache's counters, the line's, this replica's outcomes, the model's."""
+        cache, line, replicas = await asyncio.gather(
+            self.cache.stats(), self.scheduler.stats(), self.scheduler.replica_snapshots()
+        )
         return {
             "cache": cache,
+            "line": line,
             "ingress": {
                 **self.outcomes,
                 "hot_cache": self.hot.stats(),
                 "cache_unavailable": self.cache.unavailable,
+                "line_unavailable": self.scheduler.unavailable,
+                "shed_here": self.scheduler.shed,
+                "jobs_running": self._jobs_running,
             },
             "model": summarize(replicas),
         }
-
-    async def _replica_snapshots(self) -> dict[str, dict[str, Any]]:
-        try:
-            fresh: dict[str, dict[str, Any]] = await asyncio.wait_for(
-                self.replica_stats.fresh.remote(), CALL_TIMEOUT_S
-            )
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            log.warning("replica stats unavailable (%s)", type(exc).__name__)
-            return {}
-        return fresh

@@ -23,7 +23,7 @@ from .core.batch_policy import BatchPolicy
 from .core.engine import Engine
 from .core.results import StyleStatus
 from .core.settings import Settings
-from .replica_stats import replica_stats_actor
+from .scheduler import scheduler_actor
 
 log = logging.getLogger("ray.serve")
 
@@ -77,7 +77,9 @@ class StyleModel:
         self.batch_sizes: Counter[int] = Counter()
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
-        self.replica_stats = replica_stats_actor()
+        self.scheduler = scheduler_actor(settings)
+        # What the line may hand this replica at once: its slots.
+        self.slots = serve.get_replica_context()._deployment_config.max_ongoing_requests
         self._reported_at = 0.0
         self._batch_size_metric = metrics.Histogram(
             "animegan_batch_size", "Images per engine run.", boundaries=[1, 2, 4, 8, 16, 32]
@@ -89,7 +91,7 @@ class StyleModel:
         )
         self._depth_metric = metrics.Gauge("animegan_queue_depth", "Requests waiting or running.")
         self._apply_policy()
-        self._report(force=True)  # so /v1/stats counts this replica before it serves
+        self._report(force=True)  # the line counts this replica's slots before it serves
 
     async def infer(self, pixels: np.ndarray, style: str, solo: bool = False) -> np.ndarray:
         """One decoded picture in, its stylized pixels out (batched with its neighbours).
@@ -132,6 +134,10 @@ class StyleModel:
                 results[index] = output
         return results
 
+    def check_health(self) -> None:
+        """Serve's periodic health check; it doubles as the report that keeps our slots counted."""
+        self._report(force=True)
+
     def styles(self) -> list[StyleStatus]:
         """Status of every configured style in this replica."""
         return list(self.engine.statuses.values())
@@ -139,6 +145,7 @@ class StyleModel:
     def stats(self) -> dict[str, Any]:
         return {
             "node": self.node,
+            "slots": self.slots,
             "inferences": self.inferences,
             "batches": sum(self.batch_sizes.values()),
             "batch_sizes": {str(n): c for n, c in sorted(self.batch_sizes.items())},
@@ -167,4 +174,4 @@ class StyleModel:
         if not force and now - self._reported_at < REPORT_EVERY_S:
             return
         self._reported_at = now
-        self.replica_stats.report.remote(self.replica, self.stats())
+        self.scheduler.report.remote(self.replica, self.stats())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import AsyncIterator, Iterator
+from ipaddress import ip_network
 
 import pytest
 from starlette.testclient import TestClient
@@ -11,8 +13,9 @@ from deployments.core import errors
 from deployments.core.errors import AnimeGANError
 from deployments.core.options import StylizeOptions
 from deployments.core.results import StyleStatus, Stylized
+from deployments.core.scheduler import JobView
 from deployments.core.settings import Settings
-from deployments.http import build_http_app
+from deployments.http import build_http_app, client_address
 
 KEY = "k" * 64
 API_KEY = "http-test-key-0123456789"
@@ -25,14 +28,53 @@ class StandIn:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.asked: list[tuple[bytes, StylizeOptions]] = []
+        self.clients: list[str] = []
         self.refusal: Exception | None = None
         self.ready = True
+        self.jobs: dict[str, list[JobView]] = {}  # each job's states, in the order they come
+        self.submitted = 0
 
-    async def process(self, image: bytes, options: StylizeOptions) -> Stylized:
+    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
         self.asked.append((image, options))
+        self.clients.append(client)
         if self.refusal is not None:
             raise self.refusal
         return Stylized(b"picture of " + image, KEY, "miss", options)
+
+    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
+        await self.process(image, options, client)
+        job = f"job{self.submitted}"
+        self.submitted += 1
+        self.jobs[job] = [
+            JobView(job, "queued", 2, 3.04, None, None),
+            JobView(job, "queued", 1, 2.0, None, None),
+            JobView(job, "running", None, 0.5, None, None),
+            JobView(job, "done", None, None, KEY, None),
+        ]
+        return self.jobs[job][0]
+
+    async def job_view(self, job_id: str) -> JobView:
+        if job_id not in self.jobs:
+            raise errors.UnknownJob(f"no job {job_id!r}")
+        return self.jobs[job_id][0]
+
+    async def follow_job(self, first: JobView) -> AsyncIterator[JobView | None]:
+        for view in self.jobs[first.id]:
+            yield view
+            if view.position == 1:
+                yield None  # a keep-alive
+
+    async def cancel_job(self, job_id: str) -> None:
+        if job_id not in self.jobs:
+            raise errors.UnknownJob(f"no job {job_id!r}")
+        if self.jobs[job_id][0].status != "queued":
+            raise errors.JobNotQueued("only a queued job can be cancelled")
+        del self.jobs[job_id]
+
+    async def result(self, key: str) -> bytes:
+        if key != KEY:
+            raise errors.UnknownResult(f"no result {key!r}")
+        return b"\x89PNG\r\n\x1a\n picture"
 
     async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         return [
@@ -151,7 +193,7 @@ def test_every_refusal_is_json_with_its_status_and_headers(
     answer = client.post("/v1/stylize", content=b"photo")
     assert answer.status_code == kind.http_status
     assert answer.json() == {"error": {"code": kind.code, "message": "because"}}
-    assert ("retry-after" in answer.headers) == (kind.http_status == 503)
+    assert ("retry-after" in answer.headers) == (kind.http_status in (429, 503))
     assert ("www-authenticate" in answer.headers) == (kind.http_status == 401)
 
 
@@ -248,3 +290,147 @@ def test_with_an_api_key_the_right_key_opens_the_api_and_health_and_page_stay_op
     assert client.get("/v1/stats", headers=auth).status_code == 200
     assert client.get("/healthz").status_code == 200
     assert client.get("/").status_code == 200
+
+
+def test_a_refusal_s_own_retry_after_is_sent_rounded_up(http: tuple[TestClient, StandIn]) -> None:
+    client, service = http
+    service.refusal = errors.TooManyJobs("wait", retry_after_s=12.2)
+    assert client.post("/v1/stylize", content=b"photo").headers["retry-after"] == "13"
+
+
+def test_a_job_is_accepted_with_its_location(http: tuple[TestClient, StandIn]) -> None:
+    client, service = http
+    answer = client.post("/v1/jobs", content=b"photo", params={"size": "64"})
+    assert answer.status_code == 202
+    assert answer.headers["location"] == "/v1/jobs/job0"
+    assert answer.json() == {
+        "id": "job0",
+        "status": "queued",
+        "position": 2,
+        "eta_s": 3.0,
+        "result": None,
+        "error": None,
+    }
+    assert service.asked[0][1].size == 64
+    assert client.get("/v1/jobs/job0").json()["position"] == 2
+
+
+def test_a_job_s_input_is_validated_as_a_stylize_request_is(
+    http: tuple[TestClient, StandIn],
+) -> None:
+    client, service = http
+    assert client.post("/v1/jobs", content=b"x", params={"size": "abc"}).status_code == 400
+    assert client.post("/v1/jobs", content=b"x" * (LIMIT + 1)).status_code == 413
+    assert service.jobs == {}
+
+
+def test_an_unknown_job_is_404_everywhere(http: tuple[TestClient, StandIn]) -> None:
+    client, _ = http
+    for answer in (
+        client.get("/v1/jobs/nope"),
+        client.get("/v1/jobs/nope/events"),
+        client.delete("/v1/jobs/nope"),
+    ):
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "unknown_job"
+
+
+def test_a_queued_job_is_cancelled_with_204(http: tuple[TestClient, StandIn]) -> None:
+    client, service = http
+    client.post("/v1/jobs", content=b"photo")
+    assert client.delete("/v1/jobs/job0").status_code == 204
+    assert client.get("/v1/jobs/job0").status_code == 404
+    client.post("/v1/jobs", content=b"photo")
+    service.jobs["job1"].pop(0)
+    service.jobs["job1"].pop(0)  # now running
+    answer = client.delete("/v1/jobs/job1")
+    assert (answer.status_code, answer.json()["error"]["code"]) == (409, "job_not_queued")
+
+
+def test_job_events_are_server_sent_events_ending_with_the_result(
+    http: tuple[TestClient, StandIn],
+) -> None:
+    client, _ = http
+    client.post("/v1/jobs", content=b"photo")
+    with client.stream("GET", "/v1/jobs/job0/events") as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.headers["cache-control"] == "no-cache"
+        text = "".join(answer.iter_text())
+    blocks = [b for b in text.split("\n\n") if b]
+    assert blocks[2] == ": keep-alive"
+    events = [b.split("\n") for b in blocks if not b.startswith(":")]
+    assert [e[0] for e in events] == [
+        "event: queued",
+        "event: queued",
+        "event: running",
+        "event: done",
+    ]
+    data = [json.loads(e[1].removeprefix("data: ")) for e in events]
+    assert data == [
+        {"position": 2, "eta_s": 3.0},
+        {"position": 1, "eta_s": 2.0},
+        {"eta_s": 0.5},
+        {"result": f"/v1/results/{KEY}"},
+    ]
+
+
+def test_a_result_is_immutable_and_typed_by_its_bytes(http: tuple[TestClient, StandIn]) -> None:
+    client, _ = http
+    answer = client.get(f"/v1/results/{KEY}")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "image/png"
+    assert answer.headers["etag"] == f'"{KEY}"'
+    assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+    missing = client.get(f"/v1/results/{'0' * 64}")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_result")
+
+
+def test_job_routes_need_the_api_key_when_one_is_set() -> None:
+    client, _ = client_for(api_key=API_KEY)
+    with client:
+        for method, path in [
+            ("POST", "/v1/jobs"),
+            ("GET", "/v1/jobs/job0"),
+            ("DELETE", "/v1/jobs/job0"),
+            ("GET", "/v1/jobs/job0/events"),
+            ("GET", f"/v1/results/{KEY}"),
+        ]:
+            assert client.request(method, path).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "client"),
+    [
+        ("203.0.113.9", None, [], "203.0.113.9"),
+        ("203.0.113.9", "1.2.3.4", [], "203.0.113.9"),  # an untrusted peer cannot name another
+        ("10.0.0.5", "1.2.3.4", ["10.0.0.0/8"], "1.2.3.4"),
+        (
+            "10.0.0.5",
+            "6.6.6.6, 1.2.3.4, 10.0.0.7",
+            ["10.0.0.0/8"],
+            "1.2.3.4",
+        ),  # rightmost untrusted
+        ("10.0.0.5", "10.0.0.6, 10.0.0.7", ["10.0.0.0/8"], "10.0.0.6"),  # all trusted: leftmost
+        # The Serve proxy already replaced its 127.0.0.1 peer with the last entry, 10.0.0.7:
+        ("10.0.0.7", "1.2.3.4, 10.0.0.7", ["10.0.0.0/8"], "1.2.3.4"),
+        ("10.0.0.7", "1.2.3.4, 10.0.0.7", [], "10.0.0.7"),
+        ("testclient", "1.2.3.4", ["10.0.0.0/8"], "testclient"),  # not an address: not trusted
+        ("2001:db8::1", "1.2.3.4", ["2001:db8::/32"], "1.2.3.4"),
+    ],
+)
+def test_the_client_address_follows_only_trusted_proxies(
+    peer: str, forwarded: str | None, trusted: list[str], client: str
+) -> None:
+    assert client_address(peer, forwarded, [ip_network(t) for t in trusted]) == client
+
+
+def test_requests_are_queued_under_the_resolved_client_address() -> None:
+    service = StandIn(Settings(trusted_proxies=["10.0.0.0/8"]))  # type: ignore[list-item]
+    app = build_http_app(service)
+    forwarded = {"X-Forwarded-For": "1.2.3.4"}
+    with TestClient(app, client=("10.0.0.5", 4000)) as proxied:
+        proxied.post("/v1/stylize", content=b"photo", headers=forwarded)
+        proxied.post("/v1/jobs", content=b"photo")
+    with TestClient(app, client=("203.0.113.9", 4000)) as direct:
+        direct.post("/v1/stylize", content=b"photo", headers=forwarded)
+    assert service.clients == ["1.2.3.4", "10.0.0.5", "203.0.113.9"]

@@ -22,6 +22,16 @@ DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers
 
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
+
+def media_type_of(encoded: bytes) -> str:
+    """The media type of a picture we encoded, from its first bytes."""
+    if encoded.startswith(b"\x89PNG"):
+        return MEDIA_TYPES["png"]
+    if encoded.startswith(b"\xff\xd8"):
+        return MEDIA_TYPES["jpeg"]
+    return MEDIA_TYPES["webp"]
+
+
 _SIGNATURES = {
     b"\xff\xd8\xff": "JPEG",
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -55,14 +65,7 @@ def decode(
     crop: Crop = "none",
 ) -> Image.Image:
     """An upright RGB image from encoded bytes; `size`/`crop` let JPEGs decode at reduced scale."""
-    if not data:
-        raise InvalidImage("the upload is empty; send the image file's bytes")
-    image = _open(data, max_pixels=max_pixels)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise TooLarge(
-            f"the image is {width:,} x {height:,} pixels; the limit is {max_pixels:,} pixels"
-        )
+    image = probe(data, max_pixels=max_pixels)
     try:
         if size is not None and image.format in ("JPEG", "MPO"):
             _draft(image, size=size, crop=crop)
@@ -71,6 +74,19 @@ def decode(
         return _to_rgb(image)
     except Exception as exc:  # decoders of hostile bytes fail in many ways, all "broken image"
         raise InvalidImage(f"the {image.format} image could not be decoded ({exc})") from exc
+
+
+def probe(data: bytes, *, max_pixels: int) -> Image.Image:
+    """The image opened from its header, within the limits; nothing decoded yet (cheap)."""
+    if not data:
+        raise InvalidImage("the upload is empty; send the image file's bytes")
+    image = _open(data, max_pixels=max_pixels)
+    width, height = image.size
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"the image is {width:,} x {height:,} pixels; the limit is {max_pixels:,} pixels"
+        )
+    return image
 
 
 def _open(data: bytes, *, max_pixels: int) -> Image.Image:

@@ -12,6 +12,11 @@ from .options import StylizeOptions
 from .settings import Settings
 
 
+def check_upload(data: bytes, settings: Settings) -> None:
+    """Refuse what is not an image we read, or over the limits, from its header alone."""
+    imaging.probe(data, max_pixels=settings.max_pixels)
+
+
 def decode_upload(data: bytes, options: StylizeOptions, settings: Settings) -> np.ndarray:
     """Encoded upload -> upright (H, W, 3) uint8 pixels at the requested size and crop."""
     return imaging.load(data, size=options.size, crop=options.crop, max_pixels=settings.max_pixels)

@@ -7,15 +7,24 @@ resolved once, where the application is built, and handed to every replica as th
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16"]
 OutputFormat = Literal["png", "jpeg", "webp"]
 Crop = Literal["none", "square"]
+IPNetwork = IPv4Network | IPv6Network
 
 OFFICIAL_STYLES = ("celeba_distill", "face_paint_512_v1", "face_paint_512_v2", "paprika")
 
@@ -72,6 +81,16 @@ class Settings(BaseSettings):
     batch_wait_timeout_s: float = Field(default=0.005, ge=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
 
+    # The line for the model (see core/scheduler.py)
+    max_queued_jobs: int = Field(default=1000, ge=1)  # jobs and waiting requests together
+    max_jobs_per_client: int = Field(default=100, ge=1)
+    job_ttl_s: float = Field(default=600.0, gt=0)  # how long a finished job can be looked up
+    # A synchronous request that the line's pace says would wait longer is refused at once
+    # (503 + Retry-After): waiting longer only to time out would waste its slot.
+    max_wait_s: float = Field(default=10.0, ge=0)
+    # Peers whose X-Forwarded-For names the client (fairness is per client address).
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+
     # Access (HTTP only: Python handles are callers inside the cluster)
     api_key: SecretStr | None = Field(default=None, min_length=16)
 
@@ -97,6 +116,8 @@ class Settings(BaseSettings):
                     f"default_style {self.default_style!r} is not in styles {self.styles}"
                 )
             self.default_style = self.styles[0]
+        if self.max_wait_s >= self.request_timeout_s:
+            raise ValueError("max_wait_s must be shorter than request_timeout_s")
         if not self.min_size <= self.default_size <= self.max_size:
             raise ValueError("default_size must lie between min_size and max_size")
         return self

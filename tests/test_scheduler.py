@@ -1,0 +1,319 @@
+"""The line for the model in-process with asyncio and a hand-driven clock: no Ray, no actor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from deployments.core.errors import (
+    InvalidImage,
+    JobNotQueued,
+    Overloaded,
+    TooManyJobs,
+    UnknownJob,
+)
+from deployments.core.scheduler import Scheduler, ServiceRate
+
+T = TypeVar("T")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(scenario(), 5))
+
+
+def line(clock: Clock, *, slots: int = 1, **limits: Any) -> Scheduler:
+    scheduler = Scheduler(
+        max_queued=limits.get("max_queued", 100),
+        max_per_client=limits.get("max_per_client", 50),
+        ttl_s=limits.get("ttl_s", 600),
+        lost_after_s=10,
+        clock=clock,
+    )
+    scheduler.set_capacity(slots)
+    return scheduler
+
+
+async def take(scheduler: Scheduler, worker: str = "w", limit: int = 10) -> list[str]:
+    return [job for job, _ in await scheduler.take(worker, limit, wait_s=0.01)]
+
+
+async def pace(scheduler: Scheduler, clock: Clock, *, every_s: float, count: int = 3) -> None:
+    """Run `count` model-work jobs one after another, `every_s` apart: the measured pace."""
+    for i in range(count):
+        scheduler.submit(f"pace{i}", "pacer", f"pace-key{i}", None)
+        (job,) = await take(scheduler)
+        clock.now += every_s
+        scheduler.finish(job, key=f"pace-key{i}", computed=True)
+
+
+def test_jobs_wait_for_a_slot_and_are_taken_fairly_between_clients() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=1)
+        for i in range(3):
+            scheduler.submit(f"bulk{i}", "bulk", f"k{i}", payload=f"work{i}")
+        scheduler.submit("lone", "lone", "k-lone", payload="lone work")
+        assert scheduler.view("lone").position == 1  # after bulk0's turn, not after all three
+        assert await scheduler.take("w", 10, wait_s=0.01) == [("bulk0", "work0")]
+        assert await take(scheduler) == []  # the one slot is busy
+        assert scheduler.view("bulk0").status == "running"
+        scheduler.finish("bulk0", key="k0", computed=True)
+        assert scheduler.view("bulk0").status == "done"
+        assert scheduler.view("bulk0").result == "k0"
+        assert await take(scheduler) == ["lone"]
+
+    run(scenario)
+
+
+def test_a_take_waits_until_a_job_arrives() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=2)
+        waiting = asyncio.create_task(scheduler.take("w", 5, wait_s=2))
+        await asyncio.sleep(0.01)
+        scheduler.submit("j", "c", "k", payload="work")
+        assert await waiting == [("j", "work")]
+
+    run(scenario)
+
+
+def test_no_slots_until_the_model_replicas_report_them() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=0)
+        scheduler.submit("j", "c", "k", None)
+        assert await take(scheduler) == []
+        scheduler.set_capacity(4)
+        assert await take(scheduler) == ["j"]
+
+    run(scenario)
+
+
+def test_eta_comes_from_the_measured_pace_and_is_unknown_before() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=1)
+        scheduler.submit("first", "c", "k", None)
+        assert scheduler.view("first").eta_s is None
+        scheduler.finish(*await take(scheduler), key="k")  # a hit: says nothing of the pace
+        await pace(scheduler, clock, every_s=0.5)
+        scheduler.submit("a", "c", "ka", None)
+        scheduler.submit("b", "c", "kb", None)
+        await take(scheduler)  # a runs
+        clock.now += 0.2
+        assert scheduler.view("a").eta_s == pytest.approx(0.3)
+        view = scheduler.view("b")
+        assert (view.position, view.eta_s) == (0, pytest.approx(1 / 2.0 + 0.5))
+        clock.now += 0.3
+        scheduler.finish("a", key="ka", computed=True)
+        clock.now += 100  # idle: does not slow the measured pace
+        await take(scheduler)
+        clock.now += 0.5
+        scheduler.finish("b", key="kb", computed=True)
+        assert scheduler.rate.per_s() == pytest.approx(2.0)
+
+    run(scenario)
+
+
+def test_a_full_queue_refuses_with_a_retry_after_from_its_pace() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=1, max_queued=4)
+        await pace(scheduler, clock, every_s=0.5)
+        for i in range(5):  # one runs, four wait
+            scheduler.submit(f"j{i}", f"c{i}", f"k{i}", None)
+            await take(scheduler)
+        with pytest.raises(Overloaded) as refused:
+            scheduler.submit("late", "late", "k", None)
+        assert refused.value.retry_after_s == 2  # 4 waiting at 2 per second
+        assert scheduler.stats()["refused"] == 1
+
+    run(scenario)
+
+
+def test_one_client_may_queue_only_so_many_jobs() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=0, max_per_client=2)
+        scheduler.submit("a", "greedy", "k1", None)
+        scheduler.submit("b", "greedy", "k2", None)
+        with pytest.raises(TooManyJobs) as refused:
+            scheduler.submit("c", "greedy", "k3", None)
+        assert refused.value.retry_after_s is not None
+        scheduler.submit("d", "modest", "k4", None)  # others are not affected
+
+    run(scenario)
+
+
+def test_a_result_for_a_key_finishes_every_queued_job_that_wants_it() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        scheduler.submit("a", "c1", "same", None)
+        scheduler.submit("b", "c2", "same", None)
+        scheduler.submit("c", "c3", "other", None)
+        assert await take(scheduler) == ["a"]
+        scheduler.finish("a", key="same", computed=True)
+        assert scheduler.view("b").status == "done"
+        assert scheduler.view("b").result == "same"
+        assert await take(scheduler) == ["c"]
+
+    run(scenario)
+
+
+def test_a_failed_job_keeps_its_error_and_shares_nothing() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        scheduler.submit("a", "c1", "same", None)
+        scheduler.submit("b", "c2", "same", None)
+        await take(scheduler)
+        scheduler.finish("a", key=None, error=InvalidImage("broken"))
+        view = scheduler.view("a")
+        assert (view.status, view.to_json()["error"]) == (
+            "failed",
+            {"code": "invalid_image", "message": "broken"},
+        )
+        assert scheduler.view("b").status == "queued"
+
+    run(scenario)
+
+
+def test_only_a_queued_job_can_be_cancelled() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        scheduler.submit("a", "c", "k1", None)
+        scheduler.submit("b", "c", "k2", None)
+        await take(scheduler)
+        with pytest.raises(JobNotQueued):
+            scheduler.cancel("a")
+        scheduler.cancel("b")
+        view = scheduler.view("b")
+        assert (view.status, view.to_json()["error"]["code"]) == ("failed", "cancelled")
+        with pytest.raises(UnknownJob):
+            scheduler.cancel("never")
+
+    run(scenario)
+
+
+def test_finished_jobs_are_forgotten_after_their_ttl() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, ttl_s=60)
+        scheduler.record_done("cached", "c", "k")
+        assert scheduler.view("cached").to_json()["result"] == "/v1/results/k"
+        clock.now += 59
+        scheduler.sweep()
+        scheduler.view("cached")
+        clock.now += 2
+        scheduler.sweep()
+        with pytest.raises(UnknownJob):
+            scheduler.view("cached")
+
+    run(scenario)
+
+
+def test_jobs_of_a_silent_ingress_replica_fail_and_its_slots_come_back() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=2)
+        scheduler.submit("a", "c", "k1", None)
+        assert await take(scheduler, worker="doomed") == ["a"]
+        granted = asyncio.create_task(scheduler.acquire("t", "doomed", "c", "k2", max_wait_s=10))
+        assert await granted is None
+        assert scheduler.running == 2
+        clock.now += 5
+        await take(scheduler, worker="alive")  # heard from: not lost
+        clock.now += 6
+        scheduler.sweep()
+        view = scheduler.view("a")
+        assert (view.status, view.to_json()["error"]["code"]) == ("failed", "job_lost")
+        assert scheduler.running == 0
+        scheduler.finish("a", key="k1", computed=True)  # too late: stays failed
+        assert scheduler.view("a").status == "failed"
+
+    run(scenario)
+
+
+def test_a_ticket_is_granted_at_once_while_a_slot_is_free_then_waits_its_turn() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        assert await scheduler.acquire("t1", "w", "a", "k1", max_wait_s=10) is None
+        second = asyncio.create_task(scheduler.acquire("t2", "w", "b", "k2", max_wait_s=10))
+        await asyncio.sleep(0.01)
+        scheduler.submit("j", "c", "k3", None)
+        assert not second.done()
+        scheduler.release("t1", key="k1", computed=True)
+        assert await second is None  # t2 was ahead of the job
+        assert await take(scheduler) == []
+        scheduler.release("t2")
+        assert await take(scheduler) == ["j"]
+
+
+def test_a_ticket_does_not_wait_behind_a_job_no_replica_can_take() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        scheduler.submit("j", "a", "k1", None)  # no ingress replica is taking jobs
+        assert await scheduler.acquire("t", "w", "b", "k2", max_wait_s=10) is None
+        assert scheduler.view("j").status == "queued"
+
+    run(scenario)
+
+
+def test_a_ticket_is_refused_when_the_pace_says_it_would_wait_too_long() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=1)
+        await pace(scheduler, clock, every_s=1.0)  # one per second
+        assert await scheduler.acquire("running", "w", "c", "k0", max_wait_s=2.5) is None
+        waiting = [
+            asyncio.create_task(scheduler.acquire(f"t{i}", "w", "c", f"k{i}", max_wait_s=2.5))
+            for i in range(1, 3)
+        ]
+        await asyncio.sleep(0.01)
+        # Two ahead of it and one running: 3 s > 2.5 s.
+        assert await scheduler.acquire("late", "w", "c", "k", max_wait_s=2.5) == 1
+        assert scheduler.stats()["shed"] == 1
+        # A newcomer's turn comes after one of c's: 2 s.
+        newcomer = asyncio.create_task(scheduler.acquire("new", "w", "new", "k", max_wait_s=2.5))
+        await asyncio.sleep(0.01)
+        assert scheduler.queue.order() == ["t1", "new", "t2"]
+        scheduler.release("t1")  # gives up its place in line: t2 takes c's turn
+        assert await waiting[0] is not None
+        scheduler.release("running")
+        assert await waiting[1] is None
+        assert not newcomer.done()
+        scheduler.release("t2")
+        assert await newcomer is None
+
+    run(scenario)
+
+
+def test_a_computed_ticket_finishes_queued_jobs_with_its_key() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        assert await scheduler.acquire("t", "w", "c", "same", max_wait_s=10) is None
+        scheduler.submit("j", "c2", "same", None)
+        scheduler.release("t", key="same", computed=True)
+        assert scheduler.view("j").status == "done"
+
+    run(scenario)
+
+
+def test_the_service_rate_counts_only_busy_time() -> None:
+    clock = Clock()
+    rate = ServiceRate(clock)
+    assert rate.per_s() is None
+    for _ in range(3):
+        rate.started()
+        clock.now += 0.25
+        rate.stopped(0.25)
+        clock.now += 50  # idle
+    assert rate.per_s() == pytest.approx(4.0)
+    assert rate.duration_s() == pytest.approx(0.25)
