@@ -317,3 +317,14 @@ def test_the_service_rate_counts_only_busy_time() -> None:
         clock.now += 50  # idle
     assert rate.per_s() == pytest.approx(4.0)
     assert rate.duration_s() == pytest.approx(0.25)
+
+
+def test_a_ticket_is_refused_when_the_line_is_full_even_before_its_pace_is_known() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=0, max_queued=2)
+        scheduler.submit("a", "c", "k1", None)
+        scheduler.submit("b", "c", "k2", None)
+        assert await scheduler.acquire("t", "w", "c2", "k", max_wait_s=10) == 2.0
+        assert scheduler.stats()["shed"] == 1
+
+    run(scenario)

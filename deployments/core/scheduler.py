@@ -266,9 +266,13 @@ class Scheduler:
     ) -> float | None:
         """Wait for a slot; None once granted, or the seconds to retry after when refused.
 
-        Refused at once when the line's measured pace says the wait would exceed `max_wait_s`.
+        Refused at once when the line is full, or when its measured pace says the wait would
+        exceed `max_wait_s` (before the pace is known, every ticket waits its turn).
         """
         self._workers[worker] = self.clock()
+        if len(self.queue) >= self.max_queued:
+            self.counters["shed"] += 1
+            return self._retry_after(len(self.queue))
         if self.queue or self.running >= self.capacity:
             wait_s = self._wait_s(self.queue.position_of_next(client) + 1)
             if wait_s is not None and wait_s > max_wait_s:

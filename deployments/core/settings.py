@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     max_jobs_per_client: int = Field(default=100, ge=1)
     job_ttl_s: float = Field(default=600.0, gt=0)  # how long a finished job can be looked up
     # A synchronous request that the line's pace says would wait longer is refused at once
-    # (503 + Retry-After): waiting longer only to time out would waste its slot.
-    max_wait_s: float = Field(default=10.0, ge=0)
+    # (503 + Retry-After): waiting longer only to time out would waste its slot. Unset: 10 s,
+    # or half of request_timeout_s if that is shorter.
+    max_wait_s: float | None = Field(default=None, ge=0)
     # Peers whose X-Forwarded-For names the client (fairness is per client address).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
 
@@ -116,7 +117,9 @@ class Settings(BaseSettings):
                     f"default_style {self.default_style!r} is not in styles {self.styles}"
                 )
             self.default_style = self.styles[0]
-        if self.max_wait_s >= self.request_timeout_s:
+        if self.max_wait_s is None:
+            self.max_wait_s = min(10.0, self.request_timeout_s / 2)
+        elif self.max_wait_s >= self.request_timeout_s:
             raise ValueError("max_wait_s must be shorter than request_timeout_s")
         if not self.min_size <= self.default_size <= self.max_size:
             raise ValueError("default_size must lie between min_size and max_size")
