@@ -2,12 +2,15 @@
 
 Closed loop: N clients, each sending its next request when its last one is answered (what a
 fixed pool of users does). Open loop: a request every 1/rate seconds whatever the answers do
-(what a crowd does). Every run is bounded in requests and time, and only loopback is a target.
+(what a crowd does). Jobs: an open-loop crowd of people, each submitting a job, following its
+events to the end and fetching the picture. Every run is bounded in requests and time, and
+only loopback is a target.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import threading
 import time
@@ -197,6 +200,106 @@ async def _send(
         code,
         answer.headers.get("retry-after"),
     )
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """One person's job: how the submission was answered, then how the job ended."""
+
+    submitted: int  # the POST's status: 202, or a refusal (429, 503), 0 if it failed
+    ended: str | None = None  # done / failed / lost (the stream ended or broke without an end)
+    done_s: float | None = None  # when the picture was fetched, from the start of the run
+    code: str | None = None  # the refusal's or failure's error code
+    retry_after: str | None = None
+
+
+@dataclass
+class JobsLoad:
+    """Every job of one run."""
+
+    offered_per_s: float
+    seconds: float = 0.0  # the offered window; jobs may end after it
+    jobs: list[JobOutcome] = field(default_factory=list)
+
+    def served_per_s(self, within_s: float | None = None) -> float:
+        """Pictures delivered per second within the first `within_s` (default: the window)."""
+        window = within_s or self.seconds
+        done = sum(1 for j in self.jobs if j.done_s is not None and j.done_s <= window)
+        return done / window if window else 0.0
+
+
+def run_jobs(
+    url: str, payloads: Payloads, *, rate: float, seconds: float, people: int, timeout_s: float
+) -> JobsLoad:
+    """Open loop through `/v1/jobs`, the i-th job from person i % `people` (X-Forwarded-For)."""
+    load = JobsLoad(offered_per_s=rate)
+    asyncio.run(_jobs(url, payloads, load, seconds, people, timeout_s))
+    return load
+
+
+async def _jobs(
+    url: str, payloads: Payloads, load: JobsLoad, seconds: float, people: int, timeout_s: float
+) -> None:
+    _check_loopback(url)
+    limits = httpx.Limits(max_connections=4000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
+        start = time.perf_counter()
+
+        async def one(index: int) -> None:
+            body, params = payloads(index)
+            who = index % people
+            person = {"X-Forwarded-For": f"10.77.{who // 250}.{who % 250 + 1}"}
+            load.jobs.append(await _job(http, body, params, person, start))
+
+        tasks: list[asyncio.Task[None]] = []
+        while (elapsed := time.perf_counter() - start) < seconds:
+            while len(tasks) < elapsed * load.offered_per_s:
+                tasks.append(asyncio.create_task(one(len(tasks))))
+            await asyncio.sleep(0.005)
+        load.seconds = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+
+
+async def _job(
+    http: httpx.AsyncClient,
+    body: bytes,
+    params: Mapping[str, str | int],
+    headers: dict[str, str],
+    start: float,
+) -> JobOutcome:
+    try:
+        answer = await http.post("/v1/jobs", content=body, params=params, headers=headers)
+    except httpx.HTTPError:
+        return JobOutcome(0)
+    if answer.status_code != 202:
+        code = answer.json()["error"]["code"] if answer.status_code >= 400 else None
+        return JobOutcome(
+            answer.status_code, code=code, retry_after=answer.headers.get("retry-after")
+        )
+    job = answer.json()
+    ended, result, code = job["status"], job["result"], None
+    try:
+        if ended not in ("done", "failed"):
+            ended = "lost"
+            async with http.stream(
+                "GET", f"/v1/jobs/{job['id']}/events", headers=headers
+            ) as events:
+                event = None
+                async for line in events.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and event in ("done", "failed"):
+                        data = json.loads(line.removeprefix("data: "))
+                        ended, result = event, data.get("result")
+                        code = (data.get("error") or {}).get("code")
+        if ended == "done":
+            picture = await http.get(result, headers=headers)
+            if picture.status_code != 200:
+                return JobOutcome(202, "lost", code=f"result {picture.status_code}")
+    except httpx.HTTPError as exc:
+        return JobOutcome(202, "lost", code=type(exc).__name__)
+    done_s = time.perf_counter() - start if ended == "done" else None
+    return JobOutcome(202, ended, done_s, code)
 
 
 def _check_loopback(url: str) -> None:

@@ -49,3 +49,22 @@ def cpu_s(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime
+
+
+CpuSnapshot = dict[int, tuple[str, float | None]]
+
+
+def cpu_snapshot() -> CpuSnapshot:
+    """CPU seconds so far of every Ray process and of this one (the load generator)."""
+    procs = ray_processes() | {os.getpid(): "load generator (this process)"}
+    return {pid: (name, cpu_s(pid)) for pid, name in procs.items()}
+
+
+def cpu_ms_since(before: CpuSnapshot, per: int = 1) -> dict[str, float]:
+    """CPU ms since `before` by process (replicas of one name summed), divided by `per`."""
+    spent: dict[str, float] = {}
+    for pid, (name, then) in before.items():
+        now = cpu_s(pid)
+        if now is not None and then is not None:
+            spent[name] = spent.get(name, 0.0) + (now - then) * 1e3 / max(per, 1)
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))

@@ -27,7 +27,7 @@ from benchmarks.common import (
     stop_cluster,
 )
 from benchmarks.load import Load, run_closed
-from benchmarks.procs import cpu_s, ray_processes
+from benchmarks.procs import cpu_ms_since, cpu_snapshot
 from benchmarks.report import CpuTable, Runs, Scenario, render, replace_section
 
 
@@ -122,7 +122,7 @@ def served_scenarios(
         misses = load(url, "/v1/stylize", bodies, small, clients=clients, seconds=seconds)
         record(Scenario("ours", "misses", clients), misses)
         if clients == 8:
-            cpu[Scenario("ours", "misses", clients)] = cpu_since(before, misses)
+            cpu[Scenario("ours", "misses", clients)] = cpu_ms_since(before, misses.requests)
     popular = photos.unique(20)
     load(url, "/v1/stylize", popular, small, clients=4, seconds=seconds * 2)  # fill the cache
     for clients in (1, 8):
@@ -141,7 +141,7 @@ def served_scenarios(
         url, "/v1/stylize", photos.unique(200), square, clients=8, seconds=seconds * 1.5
     )
     record(Scenario("ours", "512 square", 8), square_misses)
-    cpu[Scenario("ours", "512 square", 8)] = cpu_since(before, square_misses)
+    cpu[Scenario("ours", "512 square", 8)] = cpu_ms_since(before, square_misses.requests)
     ours_stats = _stats(url)
 
     deploy_naive(url, weights_dir)
@@ -178,25 +178,6 @@ def served_scenarios(
     ]
     print(f"  model deployment: {summary}", flush=True)
     return runs, summary, cpu
-
-
-CpuSnapshot = dict[int, tuple[str, float | None]]
-
-
-def cpu_snapshot() -> CpuSnapshot:
-    """CPU seconds so far of every Ray process and of this one (the load generator)."""
-    procs = ray_processes() | {os.getpid(): "load generator (this process)"}
-    return {pid: (name, cpu_s(pid)) for pid, name in procs.items()}
-
-
-def cpu_since(before: CpuSnapshot, result: Load) -> dict[str, float]:
-    """CPU ms per answered request since `before`, by process (replicas of one name summed)."""
-    spent: dict[str, float] = {}
-    for pid, (name, then) in before.items():
-        now = cpu_s(pid)
-        if now is not None and then is not None:
-            spent[name] = spent.get(name, 0.0) + (now - then) * 1e3 / result.requests
-    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
 def _stats(url: str) -> dict[str, Any]:

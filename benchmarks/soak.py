@@ -1,11 +1,18 @@
 """`make soak`: drive the service at 3x its capacity for a set time, then watch it recover.
 
-Measures capacity first (closed loop, 8 clients, unique 256 px photo crops), then sends requests
-open-loop at 3x that rate: each must end in 200, or 503 with Retry-After, or 504 at its deadline,
-and none may hang past it. Samples the RSS of every Ray process from start to end, then times
-how long single requests take to get back to their quiet latency. Writes the figures into the
-soak section of benchmarks/RESULTS.md.
-Usage: python -m benchmarks.soak [--seconds 300] [--factor 3]
+Measures capacity first (closed loop, 8 clients, unique 256 px photo crops, with the CPU each
+picture costs), then two overloads of the same offered rate:
+
+1. `POST /v1/stylize` open loop: each request must end in 200, or 503 with Retry-After, or 504
+   at its deadline, and none may hang past it; pictures served, and the CPU each refusal cost;
+   RSS of every Ray process from start to end; then how long single requests take to get back
+   to their quiet latency.
+2. `/v1/jobs`: a crowd of people (distinct X-Forwarded-For addresses) each submitting a job,
+   following its events to the end and fetching the picture: every job accepted must end done,
+   none lost; pictures delivered during the overload.
+
+Writes the figures into the soak section of benchmarks/RESULTS.md.
+Usage: python -m benchmarks.soak [--seconds 300] [--jobs-seconds 300] [--factor 3]
 """
 
 from __future__ import annotations
@@ -29,13 +36,15 @@ from benchmarks.common import (
     start_cluster,
     stop_cluster,
 )
-from benchmarks.load import Load, run_closed, run_open
-from benchmarks.procs import ray_processes, rss_mib
+from benchmarks.load import JobsLoad, Load, run_closed, run_jobs, run_open
+from benchmarks.procs import cpu_ms_since, cpu_snapshot, ray_processes, rss_mib
 from benchmarks.report import replace_section
 
 PARAMS: dict[str, str | int] = {"style": "paprika", "size": 256}
 DEADLINE_S = 60.0  # the service's request_timeout_s default
 HANG_S = DEADLINE_S + 15  # an answer later than this counts as hung
+PEOPLE = 500  # distinct client addresses of the jobs crowd
+JOB_TIMEOUT_S = 600.0  # a job not ended by then (from its submission) counts as lost
 
 
 def single_latency_ms(url: str, body: bytes) -> float:
@@ -65,6 +74,7 @@ def recovery_s(url: str, bodies: list[bytes], quiet_ms: float, limit_s: float = 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the overload")
+    parser.add_argument("--jobs-seconds", type=float, default=300.0, help="the jobs overload")
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
     options = parser.parse_args()
 
@@ -77,7 +87,7 @@ def main() -> None:
         url = start_cluster()
         try:
             deploy_ours(url, Path(folder))
-            report = soak(url, bodies, options.seconds, options.factor)
+            report = soak(url, bodies, options.seconds, options.jobs_seconds, options.factor)
         finally:
             stop_cluster()
     path = ROOT / "benchmarks" / "RESULTS.md"
@@ -85,7 +95,7 @@ def main() -> None:
     print(report)
 
 
-def soak(url: str, bodies: list[bytes], seconds: float, factor: float) -> str:
+def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, factor: float) -> str:
     print("warming up (8 s), then measuring capacity (8 clients, 15 s)", flush=True)
     run_closed(
         url,
@@ -95,18 +105,26 @@ def soak(url: str, bodies: list[bytes], seconds: float, factor: float) -> str:
         max_requests=10_000,
         max_seconds=8,
     )
-    capacity = run_closed(
+    before = cpu_snapshot()
+    at_capacity = run_closed(
         url,
         "/v1/stylize",
         lambda i: (distinct(bodies, 100_000 + i), PARAMS),
         clients=8,
         max_requests=10_000,
         max_seconds=15,
-    ).throughput
+    )
+    capacity = at_capacity.throughput
+    per_picture = cpu_ms_since(before, at_capacity.requests)
+    picture_ms = sum(per_picture.values())
     quiet = statistics.median(
         single_latency_ms(url, distinct(bodies, 200_000 + i)) for i in range(7)
     )
-    print(f"capacity {capacity:.1f} req/s, quiet single request {quiet:.0f} ms", flush=True)
+    print(
+        f"capacity {capacity:.1f} req/s ({picture_ms:.0f} ms CPU each), "
+        f"quiet single request {quiet:.0f} ms",
+        flush=True,
+    )
 
     names = ray_processes()
     cache_start = cache_mib(url)
@@ -129,6 +147,7 @@ def soak(url: str, bodies: list[bytes], seconds: float, factor: float) -> str:
             )
         )
     )
+    before = cpu_snapshot()
     began = time.monotonic()
     driver.start()
     while driver.is_alive():
@@ -140,15 +159,97 @@ def soak(url: str, bodies: list[bytes], seconds: float, factor: float) -> str:
         if not rss_mid and time.monotonic() - began >= seconds / 2:
             rss_mid.update({pid: rss_mib(pid) for pid in names})
     (result,) = outcome
+    spent = cpu_ms_since(before)
     rss_end = {pid: rss_mib(pid) for pid in names}
     cache_end = cache_mib(url)
     back_s = recovery_s(url, bodies, quiet)
+    refusals = sum(a.status != 200 for a in result.answers)
+    served = result.requests - refusals
+    per_refusal = {
+        name: (ms - served * per_picture.get(name, 0.0)) / max(refusals, 1)
+        for name, ms in spent.items()
+    }
     text = render(result, capacity, quiet, back_s, names, rss_start, rss_mid, rss_peak, rss_end)
-    return text + (
+    text += (
+        f"\nCPU: a picture cost {picture_ms:.0f} ms of CPU over the whole machine at capacity "
+        f"(8 clients); during the overload the machine spent {sum(spent.values()) / 1e3:.0f} s, "
+        f"so each of the {refusals:,} refusals cost about {sum(per_refusal.values()):.1f} ms, "
+        "the load generator's share included. By process (what the overload spent beyond the "
+        "pictures' cost at capacity, per refusal): "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in per_refusal.items() if abs(ms) >= 0.1)
+        + ".\n"
         f"\nResults held in the caches (bounded by cache_max_bytes and local_cache_max_bytes), "
         f"start -> end: cluster cache {cache_start[0]:.0f} -> {cache_end[0]:.0f} MiB, the "
         f"ingress's hot cache {cache_start[1]:.0f} -> {cache_end[1]:.0f} MiB.\n"
     )
+    print(f"jobs: offering {rate:.1f} jobs/s for {jobs_seconds:.0f} s", flush=True)
+    before = cpu_snapshot()
+    jobs = run_jobs(
+        url,
+        lambda i: (distinct(bodies, 3_000_000 + i), PARAMS),
+        rate=rate,
+        seconds=jobs_seconds,
+        people=PEOPLE,
+        timeout_s=JOB_TIMEOUT_S,
+    )
+    delivered = sum(j.ended == "done" for j in jobs.jobs)
+    per_job = cpu_ms_since(before, delivered)
+    return text + render_jobs(jobs, capacity, per_job, per_picture)
+
+
+def render_jobs(
+    jobs: JobsLoad,
+    capacity: float,
+    per_job: dict[str, float],
+    per_picture: dict[str, float],
+) -> str:
+    submitted = Counter(j.submitted for j in jobs.jobs)
+    ended = Counter(j.ended for j in jobs.jobs if j.submitted == 202)
+    codes = Counter(j.code for j in jobs.jobs if j.code)
+    no_retry = sum(j.submitted in (429, 503) and not j.retry_after for j in jobs.jobs)
+    retry = sorted(float(j.retry_after) for j in jobs.jobs if j.retry_after)
+    served = jobs.served_per_s()
+    lines = [
+        "",
+        f"### The same overload through /v1/jobs, {jobs.seconds:.0f} s",
+        "",
+        f"{len(jobs.jobs):,} jobs offered at {jobs.offered_per_s:.1f}/s by {PEOPLE} people "
+        "(distinct X-Forwarded-For addresses), each following its events to the end and "
+        "fetching the picture.",
+        "",
+        "| submission answered | count |",
+        "| --- | ---: |",
+        *(
+            f"| {status or 'no answer'} | {count:,} |"
+            for status, count in sorted(submitted.items())
+        ),
+        "",
+        "| accepted job ended | count |",
+        "| --- | ---: |",
+        *(f"| {end} | {count:,} |" for end, count in sorted(ended.items(), key=str)),
+        "",
+        f"Error codes seen: {dict(codes) or 'none'}; refusals without Retry-After: {no_retry}"
+        + (
+            f"; Retry-After p50 {statistics.median(retry):.0f} s, max {retry[-1]:.0f} s."
+            if retry
+            else "."
+        ),
+        f"Pictures delivered during the overload: {served:.1f} per s ({served / capacity:.0%} "
+        "of capacity).",
+        "",
+        "CPU ms per delivered job (refused submissions' cost included) against a synchronous "
+        "picture at capacity:",
+        "",
+        "| process | per job | per picture at capacity |",
+        "| --- | ---: | ---: |",
+        *(
+            f"| {name} | {ms:.1f} | {per_picture.get(name, 0.0):.1f} |"
+            for name, ms in per_job.items()
+            if ms >= 0.5
+        ),
+        f"| all | {sum(per_job.values()):.0f} | {sum(per_picture.values()):.0f} |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def cache_mib(url: str) -> tuple[float, float]:

@@ -81,7 +81,7 @@ class Ingress:
             worker=serve.get_replica_context().replica_id.unique_id,
             call_timeout_s=CALL_TIMEOUT_S,
         )
-        self.watch = JobWatch(self.scheduler.views)
+        self.watch = JobWatch(self.scheduler.views, poll_s=0.5)
         self.outcomes: Counter[str] = Counter()
         self.active = 0  # requests and jobs this replica is working on
         self._styles: list[StyleStatus] = []
@@ -235,11 +235,15 @@ class Ingress:
 
     async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
         """Queue a job (done at once if its result is stored); refusals of the input now."""
-        await asyncio.to_thread(pipeline.check_upload, image, self.settings)
+        retry_after_s = self.scheduler.full()
+        if retry_after_s is None:
+            pipeline.check_upload(image, self.settings)  # a header parse: no thread needed
         key = await self.key(image, options)
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
         if self.hot.get(key) is not None or await self.cache.get(key) is not None:
             return await self.scheduler.record_done(job_id, client, key)
+        if retry_after_s is not None:  # the line is full: only a stored result is answered
+            raise Overloaded("the queue is full; retry later", retry_after_s=retry_after_s)
         return await self.scheduler.submit(job_id, client, key, (key, image, options))
 
     async def job_view(self, job_id: str) -> JobView:

@@ -33,7 +33,9 @@ SWEEP_EVERY_S = 1.0
 # Model replicas report at least every health check (10 s); one silent for longer is gone.
 REPLICA_FRESH_S = 30.0
 TAKE_WAIT_S = 1.0  # an ingress replica's take doubles as its heartbeat
-SHED_HOLD_S = 0.25  # after a refusal, misses are refused here without asking the actor
+# After the line refuses a request (or a job), further ones are refused here for this long
+# without asking it: a refusal then costs no actor call, and the line cannot drain meanwhile.
+SHED_HOLD_S = 1.0
 
 
 # Waiting takes and tickets are coroutines: far more than the default 1,000 may be open.
@@ -134,9 +136,11 @@ class SchedulerClient:
         self.worker = worker
         self.call_timeout_s = call_timeout_s
         self.unavailable = 0
-        self.shed = 0  # misses refused here, inside a hold after the line refused one
+        self.shed = 0  # misses and jobs refused here, inside a hold after the line refused one
         self._shed_until = 0.0
         self._retry_after_s = 1.0
+        self._full_until = 0.0  # the same for jobs, after the line said it was full
+        self._full_retry_after_s = 1.0
         self._background: set[asyncio.Task[None]] = set()
 
     def shedding(self) -> float | None:
@@ -144,6 +148,13 @@ class SchedulerClient:
         if time.monotonic() < self._shed_until:
             self.shed += 1
             return self._retry_after_s
+        return None
+
+    def full(self) -> float | None:
+        """Seconds to retry a job after, while the line has just said it is full; else None."""
+        if time.monotonic() < self._full_until:
+            self.shed += 1
+            return self._full_retry_after_s
         return None
 
     @contextlib.asynccontextmanager
@@ -195,7 +206,12 @@ class SchedulerClient:
         self._in_background(self.actor.finish.remote(job_id, key, error, computed))
 
     async def submit(self, job_id: str, client: str, key: str, payload: Any) -> JobView:
-        view: JobView = await self._ask(self.actor.submit.remote(job_id, client, key, payload))
+        try:
+            view: JobView = await self._ask(self.actor.submit.remote(job_id, client, key, payload))
+        except Overloaded as full:
+            self._full_until = time.monotonic() + SHED_HOLD_S
+            self._full_retry_after_s = full.retry_after_s or self._full_retry_after_s
+            raise
         return view
 
     async def record_done(self, job_id: str, client: str, key: str) -> JobView:

@@ -180,8 +180,9 @@ def deploy_side_app(
     settings: Settings,
     *,
     model_options: dict | None = None,
+    ingress_replicas: int = 1,
 ) -> str:
-    """`settings` as a second app at /<name> on the session cluster: one replica each, no CPU."""
+    """`settings` as a second app at /<name> on the session cluster: one model replica, no CPU."""
     from ray import serve
 
     from deployments.app import compose
@@ -191,7 +192,7 @@ def deploy_side_app(
         settings,
         deployment_options={
             "StyleModel": {"num_replicas": 1, "ray_actor_options": actor, **(model_options or {})},
-            "Ingress": {"num_replicas": 1, "ray_actor_options": actor},
+            "Ingress": {"num_replicas": ingress_replicas, "ray_actor_options": actor},
         },
     )
     serve.run(app, name=name, route_prefix=f"/{name}")
