@@ -108,12 +108,14 @@ def build_http_app(service: Service) -> Starlette:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
         options = StylizeOptions.parse(params, settings)
         view = await service.submit_job(image, options, client_of(request))
+        root = request.scope.get("root_path", "")
         return JSONResponse(
-            view.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{view.id}"}
+            view.to_json(root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
         )
 
     async def job(request: Request) -> Response:
-        return JSONResponse((await service.job_view(request.path_params["job_id"])).to_json())
+        view = await service.job_view(request.path_params["job_id"])
+        return JSONResponse(view.to_json(request.scope.get("root_path", "")))
 
     async def cancel_job(request: Request) -> Response:
         await service.cancel_job(request.path_params["job_id"])
@@ -122,7 +124,7 @@ def build_http_app(service: Service) -> Starlette:
     async def job_events(request: Request) -> Response:
         first = await service.job_view(request.path_params["job_id"])  # 404 before streaming
         return StreamingResponse(
-            event_stream(service.follow_job(first)),
+            event_stream(service.follow_job(first), request.scope.get("root_path", "")),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -208,13 +210,13 @@ def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
     return any(ip in network for network in trusted)
 
 
-async def event_stream(news: AsyncIterator[JobView | None]) -> AsyncIterator[str]:
+async def event_stream(news: AsyncIterator[JobView | None], root: str) -> AsyncIterator[str]:
     """Server-sent events of a job: `queued` (place, ETA), `running`, then `done` or `failed`."""
     async for view in news:
         if view is None:
             yield ": keep-alive\n\n"
             continue
-        data = view.to_json()
+        data = view.to_json(root)
         fields = {
             "queued": {"position": data["position"], "eta_s": data["eta_s"]},
             "running": {"eta_s": data["eta_s"]},

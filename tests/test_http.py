@@ -434,3 +434,12 @@ def test_requests_are_queued_under_the_resolved_client_address() -> None:
     with TestClient(app, client=("203.0.113.9", 4000)) as direct:
         direct.post("/v1/stylize", content=b"photo", headers=forwarded)
     assert service.clients == ["1.2.3.4", "10.0.0.5", "203.0.113.9"]
+
+
+def test_job_urls_carry_the_app_s_route_prefix() -> None:
+    service = StandIn(Settings())
+    with TestClient(build_http_app(service), root_path="/crowd") as client:
+        answer = client.post("/v1/jobs", content=b"photo")
+        assert answer.headers["location"] == "/crowd/v1/jobs/job0"
+        service.jobs["job0"] = service.jobs["job0"][-1:]  # done
+        assert client.get("/v1/jobs/job0").json()["result"] == f"/crowd/v1/results/{KEY}"

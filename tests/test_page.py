@@ -10,7 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
+from deployments.core.settings import Settings
+from tests.conftest import SHARED_PHOTOS, Service, deploy_side_app, jpeg_bytes, smooth_picture
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -137,3 +138,109 @@ def test_a_style_that_is_not_ready_is_disabled_and_says_why(
     assert "Not ready:" in (paprika.get_attribute("data-about") or "")
     expect(page.locator("#style")).to_have_value("celeba_distill")  # the first ready style
     context.close()
+
+
+# -- the line: a side app with one slot, held by a big job, so the page's job has to queue ----
+
+
+@pytest.fixture(scope="module")
+def queue_app(service: Service) -> Iterator[str]:
+    from ray import serve
+
+    settings = Settings(
+        precision="fp32",
+        weights_dir=service.weights_dir,
+        styles=["paprika"],
+        adaptive_batching=False,
+        max_batch_size=1,
+    )
+    yield deploy_side_app(service, "queue", settings, model_options={"max_ongoing_requests": 1})
+    serve.delete("queue")
+
+
+def hold_the_model(url: str, seed: int) -> str:
+    """A 1024 px job that keeps the one slot for seconds; its id."""
+    image = jpeg_bytes(smooth_picture(1024, 1024, seed=seed))
+    answer = httpx.post(
+        f"{url}/v1/jobs", content=image, params={"style": "paprika", "size": 1024}, timeout=60
+    )
+    assert answer.json()["status"] == "running"
+    return str(answer.json()["id"])
+
+
+def queued_page(browser: Browser, queue_app: str, photo_file: Path, seed: int) -> Page:
+    hold_the_model(queue_app, seed)
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    page.goto(queue_app + "/")
+    expect(page.locator("#style option[value=paprika]")).to_be_enabled()
+    page.set_input_files("#file", photo_file)
+    page.select_option("#size", "256")
+    stylize(page)
+    return page
+
+
+def test_a_queued_photo_shows_its_place_in_line_then_the_result(
+    browser: Browser, queue_app: str, tmp_path: Path
+) -> None:
+    photo = tmp_path / "queued.jpg"
+    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8100)))
+    page = queued_page(browser, queue_app, photo, seed=8101)
+    expect(page.locator("#status")).to_contain_text("You are number 1 in line", timeout=30_000)
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_visible()
+    expect(page.locator("#cache")).to_have_text("miss", timeout=120_000)
+    expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_hidden()
+    assert "job=" in page.url
+    page.context.close()
+
+
+def test_a_reload_keeps_following_the_same_job(
+    browser: Browser, queue_app: str, tmp_path: Path
+) -> None:
+    photo = tmp_path / "reload.jpg"
+    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8102)))
+    page = queued_page(browser, queue_app, photo, seed=8103)
+    expect(page.locator("#status")).to_contain_text("in line", timeout=30_000)
+    job_url = page.url
+    page.reload()
+    assert page.url == job_url
+    expect(page.locator("#cache")).to_have_text("miss", timeout=120_000)
+    expect(page.locator("#after")).to_be_visible()
+    expect(page.locator("#compare")).to_have_class("alone shown")  # no original after a reload
+    page.context.close()
+
+
+def test_cancel_takes_a_queued_job_out_of_line(
+    browser: Browser, queue_app: str, tmp_path: Path
+) -> None:
+    photo = tmp_path / "cancel.jpg"
+    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8104)))
+    page = queued_page(browser, queue_app, photo, seed=8105)
+    expect(page.locator("#status")).to_contain_text("in line", timeout=30_000)
+    job = page.url.split("job=")[1]
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.locator("#status")).to_have_text("Cancelled.")
+    view = httpx.get(f"{queue_app}/v1/jobs/{job}", timeout=10).json()
+    assert (view["status"], view["error"]["code"]) == ("failed", "cancelled")
+    expect(page.get_by_role("button", name="Stylize")).to_be_enabled()
+    page.context.close()
+
+
+def test_the_divider_follows_the_pointer_on_the_picture(page: Page, photo_file: Path) -> None:
+    page.set_input_files("#file", photo_file)
+    page.select_option("#size", "256")
+    stylize(page)
+    expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)
+    picture = page.locator("#after").bounding_box()
+    assert picture is not None
+    for share in (0.25, 0.5, 0.9):
+        page.mouse.move(picture["x"] + share * picture["width"], picture["y"] + 10)
+        divider = page.locator("#divider").bounding_box()
+        assert divider is not None
+        middle = divider["x"] + divider["width"] / 2
+        assert abs(middle - (picture["x"] + share * picture["width"])) <= 2
+    page.keyboard.press("Tab")  # the keyboard still moves it, through the range input
+    page.locator("#slider").focus()
+    page.keyboard.press("Home")
+    assert (
+        page.eval_on_selector("#before", "img => img.style.clipPath") == "inset(0px 100% 0px 0px)"
+    )

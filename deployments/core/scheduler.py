@@ -59,14 +59,14 @@ class JobView:
     def finished(self) -> bool:
         return self.status in ("done", "failed")
 
-    def to_json(self) -> dict[str, Any]:
-        """The job as JSON; `result` is the picture's URL."""
+    def to_json(self, root: str = "") -> dict[str, Any]:
+        """The job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
         return {
             "id": self.id,
             "status": self.status,
             "position": self.position,
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
-            "result": None if self.result is None else f"/v1/results/{self.result}",
+            "result": None if self.result is None else f"{root}/v1/results/{self.result}",
             "error": None if self.error is None else self.error.to_dict()["error"],
         }
 
