@@ -35,7 +35,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .client import DEFAULT_URL, Client
+from .client import DEFAULT_URL, Client, JobCounts
 from .core import pipeline, weights
 from .core.cache_key import cache_key
 from .core.errors import AnimeGANError, Unreachable
@@ -249,7 +249,7 @@ def _verdict(found: weights.StyleWeights) -> str:
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
-    help="Files in flight at once (default: 4 to a server, 1 locally).",
+    help="Files in flight at once: jobs in the server's line (default 4), or 1 with --local.",
 )
 def stylize(
     inputs: tuple[Path, ...],
@@ -293,10 +293,14 @@ def stylize(
         todo = [job for job in planned if not (skip_existing and job.target.exists())]
         summary = Summary()
         if todo:
-            convert = client.stylize if client else local_convert(settings, options.style)
+            counts = JobCounts()  # through the server's line: at most `workers` jobs in it
+            convert = counts.through(client) if client else local_convert(settings, options.style)
             workers = jobs or (1 if local else 4)
             with _progress(MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()) as progress:
                 task = progress.add_task("stylizing", total=len(todo))
+                counts.on_change = lambda line: progress.update(
+                    task, description=f"stylizing: {line}"
+                )
 
                 def show(outcome: Stylized | str) -> None:
                     if isinstance(outcome, str):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, get_args
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
 from .core.errors import AnimeGANError, Unreachable, error_from_code
 from .core.options import StylizeOptions
-from .core.results import CacheOutcome, Stylized
+from .core.results import Stylized
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -34,17 +38,53 @@ class Client:
         stats: dict[str, Any] = self._send("GET", "/v1/stats").json()
         return stats
 
-    def stylize(self, image: bytes, options: StylizeOptions) -> Stylized:
-        """`POST /v1/stylize`, every option spelled out: the server's defaults do not matter."""
-        params = {k: v for k, v in vars(options).items() if v is not None}
-        answer = self._send("POST", "/v1/stylize", content=image, params=params)
-        cache = answer.headers.get("x-cache", "miss")
+    def stylize_job(
+        self,
+        image: bytes,
+        options: StylizeOptions,
+        on_status: Callable[[str], None] = lambda status: None,
+    ) -> Stylized:
+        """Through `/v1/jobs`: submit, follow the job's events to its end, fetch the picture.
+
+        `on_status` hears each status the job reaches (queued, running, done, failed). A job
+        done at submission was cached (`hit`).
+        """
+        job = self._send("POST", "/v1/jobs", content=image, params=_params(options)).json()
+        on_status(job["status"])
+        cached = job["status"] == "done"
+        while job["status"] not in ("done", "failed"):
+            job = self._follow(job, on_status)
+        if job["status"] == "failed":
+            raise error_from_code(job["error"]["code"], job["error"]["message"])
+        picture = self._send("GET", str(self.http.base_url.join(job["result"])))
         return Stylized(
-            body=answer.content,
-            key=answer.headers.get("etag", "").strip('"'),
-            cache=cache if cache in get_args(CacheOutcome) else "miss",
-            options=options,
+            picture.content,
+            picture.headers.get("etag", "").strip('"'),
+            "hit" if cached else "miss",
+            options,
         )
+
+    def _follow(self, job: dict[str, Any], on_status: Callable[[str], None]) -> dict[str, Any]:
+        """The job's events until its end (or until the stream breaks: then its state now)."""
+        path = f"/v1/jobs/{job['id']}"
+        try:
+            with self.http.stream("GET", f"{path}/events") as events:
+                if events.status_code != 200:
+                    events.read()
+                    raise self._refusal(events)
+                status = job["status"]
+                for line in events.iter_lines():
+                    if line.startswith("event: "):
+                        status = line.removeprefix("event: ")
+                        if status != job["status"]:
+                            on_status(status)
+                        job = {**job, "status": status}
+                    elif line.startswith("data: ") and status in ("done", "failed"):
+                        return {**job, **json.loads(line.removeprefix("data: "))}
+        except httpx.HTTPError:
+            pass  # the stream broke: ask for the state, and follow again if need be
+        state: dict[str, Any] = self._send("GET", path).json()
+        return state
 
     def __enter__(self) -> Client:
         return self
@@ -57,7 +97,7 @@ class Client:
             answer = self.http.request(method, path, **request)
         except httpx.HTTPError as exc:
             raise Unreachable(f"cannot reach animegan-serve at {self.url} ({exc})") from None
-        if answer.status_code != 200:
+        if answer.status_code not in (200, 202):
             raise self._refusal(answer)
         return answer
 
@@ -70,3 +110,43 @@ class Client:
             return Unreachable(f"HTTP {answer.status_code} from {self.url}")
         hint = " (set ANIMEGAN_API_KEY)" if code == "unauthorized" else ""
         return error_from_code(code, message + hint)
+
+
+def _params(options: StylizeOptions) -> dict[str, Any]:
+    return {k: v for k, v in vars(options).items() if v is not None}
+
+
+class JobCounts:
+    """How many of a run's jobs are queued and running now, across its threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now: Counter[str] = Counter()
+        self.on_change: Callable[[str], None] = lambda line: None  # hears `line()` anew
+
+    def through(self, client: Client) -> Callable[[bytes, StylizeOptions], Stylized]:
+        """A converter sending each file through `client`'s jobs, counted here."""
+
+        def convert(image: bytes, options: StylizeOptions) -> Stylized:
+            return client.stylize_job(image, options, on_status=self._tracker())
+
+        return convert
+
+    def line(self) -> str:
+        with self._lock:
+            return f"{self.now['queued']} queued, {self.now['running']} running"
+
+    def _tracker(self) -> Callable[[str], None]:
+        """An `on_status` for one job: moves it from its last status to the new one."""
+        last: list[str] = []
+
+        def move(status: str) -> None:
+            with self._lock:
+                if last:
+                    self.now[last.pop()] -= 1
+                if status in ("queued", "running"):
+                    self.now[status] += 1
+                    last.append(status)
+            self.on_change(self.line())
+
+        return move

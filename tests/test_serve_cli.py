@@ -53,6 +53,7 @@ def test_a_folder_of_20_photos_converts_with_progress_and_a_true_summary(
     first = cli(*args, env={"TTY_COMPATIBLE": "1"})  # the progress bar, as in a terminal
     assert first.returncode == 0, first.stderr
     assert "20/20" in first.stderr and "files/s" in first.stderr
+    assert "running" in first.stderr  # the jobs' statuses, as the server's line reports them
     assert f"20 done, 0 skipped, 0 failed, 0 cached; results in {out}" in first.stderr
     written = sorted(p.relative_to(out) for p in out.rglob("*.png"))
     expected = sorted(

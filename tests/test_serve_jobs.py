@@ -7,8 +7,10 @@ The `crowd` app has one model replica taking one request at a time (one slot), s
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ import ray
 
 from deployments.core.settings import Settings
 from tests.conftest import Service, deploy_side_app, jpeg_bytes, smooth_picture
+from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -245,3 +248,18 @@ def test_jobs_of_a_dead_ingress_replica_fail_and_the_rest_are_done(crowd: str) -
     assert "job_lost" in ends  # what the replicas were running
     assert set(ends) <= {"done", "job_lost"}
     assert "done" in ends  # what was queued: run by the replicas Serve started in their place
+
+
+def test_the_command_line_sends_files_as_jobs_and_shows_them_waiting(
+    crowd: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"p{i}.jpg").write_bytes(picture(7700 + i, side=256))
+    args = ("stylize", str(folder), "-o", str(tmp_path / "out"), "--url", crowd)
+    run = cli(*args, "--style", "paprika", "--size", "256", "-j", "4", env={"TTY_COMPATIBLE": "1"})
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"[1-3] queued, 1 running", run.stderr)  # one slot: the rest wait
+    assert "6 done, 0 skipped, 0 failed, 0 cached" in run.stderr
+    assert len(list((tmp_path / "out").glob("*.png"))) == 6
