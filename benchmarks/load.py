@@ -15,9 +15,10 @@ import statistics
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -169,13 +170,8 @@ async def _open(
             body, params = payloads(index)
             load.answers.append(await _send(http, path, body, params))
 
-        tasks: list[asyncio.Task[None]] = []
         start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            while len(tasks) < elapsed * load.offered_per_s:
-                tasks.append(asyncio.create_task(one(len(tasks))))
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*await _arrivals(one, load.offered_per_s, seconds))
         load.seconds = time.perf_counter() - start
 
 
@@ -251,13 +247,22 @@ async def _jobs(
             person = {"X-Forwarded-For": f"10.77.{who // 250}.{who % 250 + 1}"}
             load.jobs.append(await _job(http, body, params, person, start))
 
-        tasks: list[asyncio.Task[None]] = []
-        while (elapsed := time.perf_counter() - start) < seconds:
-            while len(tasks) < elapsed * load.offered_per_s:
-                tasks.append(asyncio.create_task(one(len(tasks))))
-            await asyncio.sleep(0.005)
+        tasks = await _arrivals(one, load.offered_per_s, seconds)
         load.seconds = time.perf_counter() - start
         await asyncio.gather(*tasks)
+
+
+async def _arrivals(
+    one: Callable[[int], Coroutine[Any, Any, None]], rate: float, seconds: float
+) -> list[asyncio.Task[None]]:
+    """Start `one(i)` every 1/`rate` s for `seconds`, whatever the earlier ones are doing."""
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        while len(tasks) < elapsed * rate:
+            tasks.append(asyncio.create_task(one(len(tasks))))
+        await asyncio.sleep(0.005)
+    return tasks
 
 
 async def _job(

@@ -237,3 +237,28 @@ def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) 
     )
     yield deploy_side_app(service, "damaged", settings)
     serve.delete("damaged")
+
+
+@pytest.fixture(scope="session")
+def crowd(service: Service) -> Iterator[str]:
+    """A second app with one slot (one model replica taking one request at a time) and two
+    ingress replicas: jobs queue, and go through either replica."""
+    from ray import serve
+
+    settings = Settings(
+        precision="fp32",
+        weights_dir=service.weights_dir,
+        styles=["paprika"],
+        adaptive_batching=False,
+        max_batch_size=1,
+        max_queued_jobs=12,
+        max_jobs_per_client=8,
+    )
+    yield deploy_side_app(
+        service,
+        "crowd",
+        settings,
+        model_options={"max_ongoing_requests": 1},
+        ingress_replicas=2,
+    )
+    serve.delete("crowd")

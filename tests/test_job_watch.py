@@ -100,3 +100,16 @@ def test_places_slow_down_as_more_streams_share_the_budget() -> None:
     assert watch._every_s() == 20.0
     watch._followers.clear()
     assert watch._every_s() == 0.5
+
+
+def test_a_job_that_ran_between_two_polls_still_reports_running() -> None:
+    async def scenario() -> list[JobView | None]:
+        board = Board()
+        watch = JobWatch(board.fetch, poll_s=0.05)
+        board.views["j"] = JobView("j", "done", None, None, "key", None)
+        seen: list[JobView | None] = []
+        await asyncio.wait_for(collect(watch.follow(queued("j", 0)), seen), 2)
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert [v.status for v in seen if v is not None] == ["queued", "running", "done"]

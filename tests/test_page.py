@@ -10,8 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from deployments.core.settings import Settings
-from tests.conftest import SHARED_PHOTOS, Service, deploy_side_app, jpeg_bytes, smooth_picture
+from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
+from tests.test_serve_jobs import idle
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -140,26 +140,12 @@ def test_a_style_that_is_not_ready_is_disabled_and_says_why(
     context.close()
 
 
-# -- the line: a side app with one slot, held by a big job, so the page's job has to queue ----
-
-
-@pytest.fixture(scope="module")
-def queue_app(service: Service) -> Iterator[str]:
-    from ray import serve
-
-    settings = Settings(
-        precision="fp32",
-        weights_dir=service.weights_dir,
-        styles=["paprika"],
-        adaptive_batching=False,
-        max_batch_size=1,
-    )
-    yield deploy_side_app(service, "queue", settings, model_options={"max_ongoing_requests": 1})
-    serve.delete("queue")
+# -- the line: the crowd app's one slot, held by a big job, so the page's job has to queue --
 
 
 def hold_the_model(url: str, seed: int) -> str:
-    """A 1024 px job that keeps the one slot for seconds; its id."""
+    """A 1024 px job that keeps the one slot for seconds (once the line is empty); its id."""
+    idle(url)
     image = jpeg_bytes(smooth_picture(1024, 1024, seed=seed))
     answer = httpx.post(
         f"{url}/v1/jobs", content=image, params={"style": "paprika", "size": 1024}, timeout=60
@@ -168,23 +154,24 @@ def hold_the_model(url: str, seed: int) -> str:
     return str(answer.json()["id"])
 
 
-def queued_page(browser: Browser, queue_app: str, photo_file: Path, seed: int) -> Page:
-    hold_the_model(queue_app, seed)
+def queued_page(browser: Browser, crowd: str, tmp_path: Path, seed: int) -> Page:
+    """A page whose photo (new: `seed`) waits in line behind a big job."""
+    photo = tmp_path / f"photo{seed}.jpg"
+    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=seed)))
     page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-    page.goto(queue_app + "/")
-    expect(page.locator("#style option[value=paprika]")).to_be_enabled()
-    page.set_input_files("#file", photo_file)
+    page.goto(crowd + "/")  # first: a style list asked of a busy model waits for its slot
+    expect(page.locator("#style option[value=paprika]")).to_be_enabled(timeout=30_000)
+    hold_the_model(crowd, seed + 1)
+    page.set_input_files("#file", photo)
     page.select_option("#size", "256")
     stylize(page)
     return page
 
 
 def test_a_queued_photo_shows_its_place_in_line_then_the_result(
-    browser: Browser, queue_app: str, tmp_path: Path
+    browser: Browser, crowd: str, tmp_path: Path
 ) -> None:
-    photo = tmp_path / "queued.jpg"
-    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8100)))
-    page = queued_page(browser, queue_app, photo, seed=8101)
+    page = queued_page(browser, crowd, tmp_path, seed=8100)
     expect(page.locator("#status")).to_contain_text("You are number 1 in line", timeout=30_000)
     expect(page.get_by_role("button", name="Cancel", exact=True)).to_be_visible()
     expect(page.locator("#cache")).to_have_text("miss", timeout=120_000)
@@ -194,11 +181,9 @@ def test_a_queued_photo_shows_its_place_in_line_then_the_result(
 
 
 def test_a_reload_keeps_following_the_same_job(
-    browser: Browser, queue_app: str, tmp_path: Path
+    browser: Browser, crowd: str, tmp_path: Path
 ) -> None:
-    photo = tmp_path / "reload.jpg"
-    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8102)))
-    page = queued_page(browser, queue_app, photo, seed=8103)
+    page = queued_page(browser, crowd, tmp_path, seed=8102)
     expect(page.locator("#status")).to_contain_text("in line", timeout=30_000)
     job_url = page.url
     page.reload()
@@ -210,16 +195,14 @@ def test_a_reload_keeps_following_the_same_job(
 
 
 def test_cancel_takes_a_queued_job_out_of_line(
-    browser: Browser, queue_app: str, tmp_path: Path
+    browser: Browser, crowd: str, tmp_path: Path
 ) -> None:
-    photo = tmp_path / "cancel.jpg"
-    photo.write_bytes(jpeg_bytes(smooth_picture(300, 200, seed=8104)))
-    page = queued_page(browser, queue_app, photo, seed=8105)
+    page = queued_page(browser, crowd, tmp_path, seed=8104)
     expect(page.locator("#status")).to_contain_text("in line", timeout=30_000)
     job = page.url.split("job=")[1]
     page.get_by_role("button", name="Cancel", exact=True).click()
     expect(page.locator("#status")).to_have_text("Cancelled.")
-    view = httpx.get(f"{queue_app}/v1/jobs/{job}", timeout=10).json()
+    view = httpx.get(f"{crowd}/v1/jobs/{job}", timeout=10).json()
     assert (view["status"], view["error"]["code"]) == ("failed", "cancelled")
     expect(page.get_by_role("button", name="Stylize")).to_be_enabled()
     page.context.close()

@@ -1,7 +1,8 @@
 """Jobs on the live application: the line's contract over HTTP and the handle, fairness between
 clients, two ingress replicas, and an ingress replica that dies with jobs in hand.
 
-The `crowd` app has one model replica taking one request at a time (one slot), so jobs queue.
+The `crowd` app (conftest.py) has one model replica taking one request at a time (one slot), so
+jobs queue, and two ingress replicas.
 """
 
 from __future__ import annotations
@@ -9,15 +10,13 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import ray
 
-from deployments.core.settings import Settings
-from tests.conftest import Service, deploy_side_app, jpeg_bytes, smooth_picture
+from tests.conftest import Service, jpeg_bytes, smooth_picture
 from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -52,6 +51,17 @@ def events(url: str, job: str) -> list[tuple[str, dict]]:
     return seen
 
 
+def idle(url: str, timeout_s: float = 120) -> None:
+    """Wait until the app's line is empty (earlier tests on the shared app leave jobs in it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        line = httpx.get(f"{url}/v1/stats", timeout=10).json()["line"]
+        if line["running"] == 0 and line["queued"] == 0:
+            return
+        assert time.monotonic() < deadline, line
+        time.sleep(0.2)
+
+
 def finished(url: str, job: str, timeout_s: float = 120) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -60,29 +70,6 @@ def finished(url: str, job: str, timeout_s: float = 120) -> dict:
             return view
         assert time.monotonic() < deadline, view
         time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def crowd(service: Service) -> Iterator[str]:
-    from ray import serve
-
-    settings = Settings(
-        precision="fp32",
-        weights_dir=service.weights_dir,
-        styles=["paprika"],
-        adaptive_batching=False,
-        max_batch_size=1,
-        max_queued_jobs=12,
-        max_jobs_per_client=8,
-    )
-    yield deploy_side_app(
-        service,
-        "crowd",
-        settings,
-        model_options={"max_ongoing_requests": 1},
-        ingress_replicas=2,
-    )
-    serve.delete("crowd")
 
 
 # -- the contract, on the main app --------------------------------------------------------------
@@ -156,6 +143,7 @@ def test_a_python_handle_submits_and_follows_jobs(service: Service) -> None:
 
 
 def test_jobs_are_served_round_robin_between_clients_across_two_replicas(crowd: str) -> None:
+    idle(crowd)
     bulk = [
         submit(crowd, picture(7100 + i, side=256), client="10.9.1.1", size=256).json()
         for i in range(6)
@@ -177,6 +165,7 @@ def test_jobs_are_served_round_robin_between_clients_across_two_replicas(crowd: 
 
 
 def test_positions_count_down_and_a_queued_job_can_be_cancelled(crowd: str) -> None:
+    idle(crowd)
     jobs = [
         submit(crowd, picture(7300 + i, side=256), client="10.9.2.1", size=256).json()
         for i in range(5)
@@ -198,6 +187,7 @@ def test_positions_count_down_and_a_queued_job_can_be_cancelled(crowd: str) -> N
 
 
 def test_a_full_line_and_a_greedy_client_are_refused_with_retry_after(crowd: str) -> None:
+    idle(crowd)
     blocker = submit(crowd, picture(7399, side=1024), client="10.9.3.9", size=1024).json()
     assert blocker["status"] == "running"  # the one slot, for seconds: the rest queue
     accepted: list[httpx.Response] = []
@@ -220,7 +210,31 @@ def test_a_full_line_and_a_greedy_client_are_refused_with_retry_after(crowd: str
             assert finished(crowd, answer.json()["id"], timeout_s=300)["status"] == "done"
 
 
+def test_a_full_line_sheds_misses_at_once_and_still_serves_hits(crowd: str) -> None:
+    idle(crowd)
+    cached = picture(7800, side=256)
+    params: dict[str, str | int] = {"style": "paprika", "size": 256}
+    first = httpx.post(f"{crowd}/v1/stylize", content=cached, params=params, timeout=60)
+    assert first.status_code == 200
+    blocker = submit(crowd, picture(7801, side=1024), client="10.9.6.99", size=1024).json()
+    waiting = [
+        submit(crowd, picture(7810 + i, side=256), client=f"10.9.6.{i}", size=256)
+        for i in range(12)
+    ]
+    assert sum(a.status_code == 202 for a in waiting) >= 11  # the line is full (12)
+    started = time.monotonic()
+    shed = httpx.post(f"{crowd}/v1/stylize", content=picture(7830), params=params, timeout=60)
+    assert (shed.status_code, shed.json()["error"]["code"]) == (503, "overloaded")
+    assert time.monotonic() - started < 1.0  # refused at once, not after a wait
+    assert int(shed.headers["retry-after"]) >= 1
+    hit = httpx.post(f"{crowd}/v1/stylize", content=cached, params=params, timeout=60)
+    assert (hit.status_code, hit.headers["x-cache"]) == (200, "hit")
+    for job in [blocker, *(a.json() for a in waiting if a.status_code == 202)]:
+        assert finished(crowd, job["id"], timeout_s=300)["status"] == "done"
+
+
 def test_jobs_of_a_dead_ingress_replica_fail_and_the_rest_are_done(crowd: str) -> None:
+    idle(crowd)
     jobs = [
         submit(crowd, picture(7600 + i, side=256), client=f"10.9.5.{i}", size=256).json()
         for i in range(6)
@@ -253,6 +267,7 @@ def test_jobs_of_a_dead_ingress_replica_fail_and_the_rest_are_done(crowd: str) -
 def test_the_command_line_sends_files_as_jobs_and_shows_them_waiting(
     crowd: str, tmp_path: Path
 ) -> None:
+    idle(crowd)
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(6):

@@ -2,7 +2,8 @@
 
 Each stream gets the job's state at once, then every change: a change of status as soon as a
 poll sees it, a new place in line at most every `position_every_s`, and `None` (a keep-alive)
-after `keepalive_s` without news. The stream ends with the job (done, failed or forgotten).
+after `keepalive_s` without news. The stream ends with the job (done, failed or forgotten). A
+job that started and ended between two polls still reports `running` before its end.
 Places in line change with every result, for every waiting job: so that a crowd of streams
 does not cost the service its throughput, they share a budget of `places_per_s` updates, and
 each stream's updates slow down as more streams are open.
@@ -14,6 +15,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from .scheduler import JobView
 
@@ -66,6 +68,8 @@ class JobWatch:
                 now = time.monotonic()
                 moved = view.position != sent.position
                 if view.status != sent.status or (moved and now - sent_at >= self._every_s()):
+                    if sent.status == "queued" and view.status == "done":
+                        yield replace(view, status="running", eta_s=0.0)
                     yield view
                     sent, sent_at = view, now
                     if view.finished:
