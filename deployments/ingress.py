@@ -185,15 +185,14 @@ class Ingress:
         if body is not None:
             return self._answered(body, key, "hit", options, counter="hot_hits")
         retry_after_s = self.scheduler.shedding() if client is not None else None
-        if retry_after_s is not None:  # the line is full: answer what is stored, claim nothing
-            body = await self.cache.get(key)
-            if body is None:
-                raise Overloaded(
-                    "too many requests are waiting for the model; retry later",
-                    retry_after_s=retry_after_s,
-                )
-            self.hot.put(key, body)
-            return self._answered(body, key, "hit", options, counter="hits")
+        if retry_after_s is not None:
+            # The line has just refused one: refuse at once. A refusal then costs no call to
+            # an actor; hits are still served, from this replica's hot cache (the results it
+            # answered lately, which is where a busy service's popular pictures are).
+            raise Overloaded(
+                "too many requests are waiting for the model; retry later",
+                retry_after_s=retry_after_s,
+            )
         found = await self.cache.get_or_claim(key)  # None: the cache is down, go on without it
         if isinstance(found, Hit):
             self.hot.put(key, found.body)
@@ -235,15 +234,16 @@ class Ingress:
 
     async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
         """Queue a job (done at once if its result is stored); refusals of the input now."""
-        retry_after_s = self.scheduler.full()
-        if retry_after_s is None:
-            pipeline.check_upload(image, self.settings)  # a header parse: no thread needed
         key = await self.key(image, options)
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
-        if self.hot.get(key) is not None or await self.cache.get(key) is not None:
+        if self.hot.get(key) is not None:
             return await self.scheduler.record_done(job_id, client, key)
-        if retry_after_s is not None:  # the line is full: only a stored result is answered
+        retry_after_s = self.scheduler.full()
+        if retry_after_s is not None:  # the line has just said it is full: as for _answer
             raise Overloaded("the queue is full; retry later", retry_after_s=retry_after_s)
+        pipeline.check_upload(image, self.settings)  # a header parse: no thread needed
+        if await self.cache.get(key) is not None:
+            return await self.scheduler.record_done(job_id, client, key)
         return await self.scheduler.submit(job_id, client, key, (key, image, options))
 
     async def job_view(self, job_id: str) -> JobView:

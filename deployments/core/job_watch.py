@@ -31,7 +31,7 @@ class JobWatch:
         *,
         poll_s: float = 0.25,
         position_every_s: float = 0.5,
-        places_per_s: float = 50.0,
+        places_per_s: float = 25.0,
         keepalive_s: float = 15.0,
     ) -> None:
         self.fetch = fetch
