@@ -103,10 +103,11 @@ def cpu_lines(cpu: CpuTable) -> list[str]:
         key=lambda n: -max(spent.get(n, 0.0) for spent in cpu.values()),
     )
     lines = [
-        "## CPU per request, all misses at 8 clients",
+        "## CPU per request at 8 clients",
         "",
         "From /proc, every Ray process and the load generator, over each run; milliseconds of CPU "
-        "per answered request.",
+        "per answered request. Ours: all misses. The echo: what any answer through the Serve "
+        "proxy costs here, whatever it says (a refusal included).",
         "",
         "| process | " + " | ".join(s.label for s in cpu) + " |",
         "| --- |" + " ---: |" * len(cpu),

@@ -230,6 +230,36 @@ class Ingress:
         self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait
         return self._answered(body, key, "miss", options, counter="misses")
 
+    async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
+        """Decode here, infer on the model deployment, encode here."""
+        pixels = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
+        stylized = await self.infer(pixels, options.style)
+        return await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
+
+    async def infer(self, pixels: np.ndarray, style: str) -> np.ndarray:
+        """One inference; retried once elsewhere if the replica running it dies."""
+        # Alone in this ingress: no other request can want the model's cores while it runs.
+        solo = self.active == 1
+        for attempt in range(MODEL_ATTEMPTS):
+            try:
+                stylized: np.ndarray = await self.model.infer.remote(pixels, style, solo)
+                return stylized
+            except BackPressureError:
+                raise Overloaded(
+                    "the model replicas are at capacity; retry in a few seconds"
+                ) from None
+            except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:
+                log.warning(
+                    "model replica lost mid-request (attempt %d): %s",
+                    attempt + 1,
+                    type(exc).__name__,
+                )
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, AnimeGANError):
+                    raise exc.cause from None  # the refusal itself, not Ray's wrapper
+                raise
+        raise Overloaded("the model replica running this request failed; retry in a few seconds")
+
     # Jobs: the same work, queued, run by whichever ingress replica takes it
 
     async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
@@ -258,14 +288,13 @@ class Ingress:
 
     async def result(self, key: str) -> bytes:
         """A stored result by its key (`/v1/results/{key}`)."""
-        body = self.hot.get(key) if RESULT_KEY.fullmatch(key) else None
-        if body is None and RESULT_KEY.fullmatch(key):
-            body = await self.cache.get(key)
-        if body is None:
-            raise UnknownResult(
-                f"no result {key!r}: never computed, or evicted since; submit again"
-            )
-        return body
+        if RESULT_KEY.fullmatch(key):
+            body = self.hot.get(key)
+            if body is None:
+                body = await self.cache.get(key)
+            if body is not None:
+                return body
+        raise UnknownResult(f"no result {key!r}: never computed, or evicted since; submit again")
 
     async def _run_jobs(self) -> None:
         """This replica's share of the line: take jobs whose turn has come, and run them."""
@@ -310,36 +339,6 @@ class Ingress:
     def _past_deadline(self) -> Timeout:
         deadline = self.settings.request_timeout_s
         return Timeout(f"no result within the {deadline:g} s deadline; retry later")
-
-    async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
-        """Decode here, infer on the model deployment, encode here."""
-        pixels = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
-        stylized = await self.infer(pixels, options.style)
-        return await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
-
-    async def infer(self, pixels: np.ndarray, style: str) -> np.ndarray:
-        """One inference; retried once elsewhere if the replica running it dies."""
-        # Alone in this ingress: no other request can want the model's cores while it runs.
-        solo = self.active == 1
-        for attempt in range(MODEL_ATTEMPTS):
-            try:
-                stylized: np.ndarray = await self.model.infer.remote(pixels, style, solo)
-                return stylized
-            except BackPressureError:
-                raise Overloaded(
-                    "the model replicas are at capacity; retry in a few seconds"
-                ) from None
-            except (ray.exceptions.RayActorError, ReplicaUnavailableError) as exc:
-                log.warning(
-                    "model replica lost mid-request (attempt %d): %s",
-                    attempt + 1,
-                    type(exc).__name__,
-                )
-            except ray.exceptions.RayTaskError as exc:
-                if isinstance(exc.cause, AnimeGANError):
-                    raise exc.cause from None  # the refusal itself, not Ray's wrapper
-                raise
-        raise Overloaded("the model replica running this request failed; retry in a few seconds")
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
