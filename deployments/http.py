@@ -108,14 +108,14 @@ def build_http_app(service: Service) -> Starlette:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
         options = StylizeOptions.parse(params, settings)
         view = await service.submit_job(image, options, client_of(request))
-        root = request.scope.get("root_path", "")
+        root = root_of(request)
         return JSONResponse(
             view.to_json(root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
         )
 
     async def job(request: Request) -> Response:
         view = await service.job_view(request.path_params["job_id"])
-        return JSONResponse(view.to_json(request.scope.get("root_path", "")))
+        return JSONResponse(view.to_json(root_of(request)))
 
     async def cancel_job(request: Request) -> Response:
         await service.cancel_job(request.path_params["job_id"])
@@ -124,7 +124,7 @@ def build_http_app(service: Service) -> Starlette:
     async def job_events(request: Request) -> Response:
         first = await service.job_view(request.path_params["job_id"])  # 404 before streaming
         return StreamingResponse(
-            event_stream(service.follow_job(first), request.scope.get("root_path", "")),
+            event_stream(service.follow_job(first), root_of(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -183,6 +183,11 @@ def build_http_app(service: Service) -> Starlette:
             Exception: internal_error_response,
         },
     )
+
+
+def root_of(request: Request) -> str:
+    """The application's route prefix (`/crowd`, or "" at the root): job URLs carry it."""
+    return str(request.scope.get("root_path", ""))
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:

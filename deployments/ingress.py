@@ -184,7 +184,7 @@ class Ingress:
         body = self.hot.get(key)
         if body is not None:
             return self._answered(body, key, "hit", options, counter="hot_hits")
-        retry_after_s = self.scheduler.shedding() if client is not None else None
+        retry_after_s = self.scheduler.busy.active() if client is not None else None
         if retry_after_s is not None:
             # The line has just refused one: refuse at once. A refusal then costs no call to
             # an actor; hits are still served, from this replica's hot cache (the results it
@@ -268,7 +268,7 @@ class Ingress:
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
         if self.hot.get(key) is not None:
             return await self.scheduler.record_done(job_id, client, key)
-        retry_after_s = self.scheduler.full()
+        retry_after_s = self.scheduler.full.active()
         if retry_after_s is not None:  # the line has just said it is full: as for _answer
             raise Overloaded("the queue is full; retry later", retry_after_s=retry_after_s)
         pipeline.check_upload(image, self.settings)  # a header parse: no thread needed
@@ -395,7 +395,7 @@ class Ingress:
                 "hot_cache": self.hot.stats(),
                 "cache_unavailable": self.cache.unavailable,
                 "line_unavailable": self.scheduler.unavailable,
-                "shed_here": self.scheduler.shed,
+                "shed_here": self.scheduler.busy.refused + self.scheduler.full.refused,
                 "jobs_running": self._jobs_running,
             },
             "model": summarize(replicas),

@@ -120,6 +120,26 @@ def scheduler_actor(settings: Settings) -> Any:
     )
 
 
+class Hold:
+    """For SHED_HOLD_S after the line refused one, refuse here without asking it."""
+
+    def __init__(self) -> None:
+        self.refused = 0  # refusals made here, inside a hold
+        self._until = 0.0
+        self._retry_after_s = 1.0
+
+    def start(self, retry_after_s: float | None) -> None:
+        self._until = time.monotonic() + SHED_HOLD_S
+        self._retry_after_s = retry_after_s or self._retry_after_s
+
+    def active(self) -> float | None:
+        """Seconds to retry after, while the hold lasts (a refusal made here); else None."""
+        if time.monotonic() < self._until:
+            self.refused += 1
+            return self._retry_after_s
+        return None
+
+
 @dataclass
 class Turn:
     """A synchronous request's slot; set `computed` once the model ran for it."""
@@ -136,26 +156,9 @@ class SchedulerClient:
         self.worker = worker
         self.call_timeout_s = call_timeout_s
         self.unavailable = 0
-        self.shed = 0  # misses and jobs refused here, inside a hold after the line refused one
-        self._shed_until = 0.0
-        self._retry_after_s = 1.0
-        self._full_until = 0.0  # the same for jobs, after the line said it was full
-        self._full_retry_after_s = 1.0
+        self.busy = Hold()  # after the line refused a synchronous request
+        self.full = Hold()  # after the line refused a job: it is full
         self._background: set[asyncio.Task[None]] = set()
-
-    def shedding(self) -> float | None:
-        """Seconds to retry after, while the line has just refused a request; else None."""
-        if time.monotonic() < self._shed_until:
-            self.shed += 1
-            return self._retry_after_s
-        return None
-
-    def full(self) -> float | None:
-        """Seconds to retry a job after, while the line has just said it is full; else None."""
-        if time.monotonic() < self._full_until:
-            self.shed += 1
-            return self._full_retry_after_s
-        return None
 
     @contextlib.asynccontextmanager
     async def turn(self, client: str, key: str) -> AsyncIterator[Turn]:
@@ -174,8 +177,7 @@ class SchedulerClient:
             self._in_background(self.actor.release.remote(ticket, None, False))
             raise
         if refused is not None:
-            self._shed_until = time.monotonic() + SHED_HOLD_S
-            self._retry_after_s = refused
+            self.busy.start(refused)
             raise Overloaded(
                 "too many requests are waiting for the model; retry later",
                 retry_after_s=refused,
@@ -208,9 +210,8 @@ class SchedulerClient:
     async def submit(self, job_id: str, client: str, key: str, payload: Any) -> JobView:
         try:
             view: JobView = await self._ask(self.actor.submit.remote(job_id, client, key, payload))
-        except Overloaded as full:
-            self._full_until = time.monotonic() + SHED_HOLD_S
-            self._full_retry_after_s = full.retry_after_s or self._full_retry_after_s
+        except Overloaded as refused:
+            self.full.start(refused.retry_after_s)
             raise
         return view
 

@@ -180,13 +180,14 @@ class Scheduler:
                 f"the queue is full ({self.max_queued:,} waiting); retry later",
                 retry_after_s=self._retry_after(len(self.queue)),
             )
-        mine = [e for e in self.queue.order() if self._entries[e].client == client]
-        if len(mine) >= self.max_per_client:
+        waiting = self.queue.queued_by(client)
+        if waiting >= self.max_per_client:
             self.counters["refused"] += 1
+            first = next(e for e in self.queue.order() if self._entries[e].client == client)
             raise TooManyJobs(
-                f"you have {len(mine)} jobs waiting, the most one client may; "
+                f"you have {waiting} jobs waiting, the most one client may; "
                 "retry when one has finished",
-                retry_after_s=self._retry_after(self.queue.position(mine[0]) + 1),
+                retry_after_s=self._retry_after(self.queue.position(first) + 1),
             )
         self._add(_Entry(job_id, client, key, self.clock(), payload=payload))
         self.counters["jobs"] += 1
