@@ -97,7 +97,9 @@ class Ingress:
             boundaries=[1, 5, 10, 50, 100, 250, 500, 1000, 5000],
         )
         self._jobs_running = 0
-        self._runner = asyncio.get_running_loop().create_task(self._run_jobs())
+        loop = asyncio.get_running_loop()
+        self._styles_refresh = loop.create_task(self._refresh_styles(settings.request_timeout_s))
+        self._runner = loop.create_task(self._run_jobs())
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self)
@@ -354,14 +356,16 @@ class Ingress:
     async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         """The model's style statuses; [] while it starts.
 
-        Once known, a stale list is refreshed in the background rather than on the request
-        path: asking the model deployment queues behind inference.
+        Asked once at start-up and then refreshed in the background when stale, rather than on
+        the request path: asking the model deployment queues behind inference, so a first
+        request that had to ask would wait for a whole batch.
         """
-        stale = time.monotonic() - self._styles_at > STYLES_FRESH_S
-        if not self._styles:
-            await self._refresh_styles(wait_s)
-        elif stale and (self._styles_refresh is None or self._styles_refresh.done()):
+        refreshing = self._styles_refresh is not None and not self._styles_refresh.done()
+        if not refreshing and time.monotonic() - self._styles_at > STYLES_FRESH_S:
             self._styles_refresh = asyncio.create_task(self._refresh_styles(wait_s))
+        if not self._styles and self._styles_refresh is not None:
+            with contextlib.suppress(TimeoutError):  # one ask at a time, however many wait
+                await asyncio.wait_for(asyncio.shield(self._styles_refresh), wait_s)
         return self._styles
 
     async def _refresh_styles(self, wait_s: float) -> None:
