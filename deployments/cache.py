@@ -19,6 +19,7 @@ from .actors import named_actor
 from .core.coalescer import Coalescer, Lookup, Released, Settled
 from .core.errors import AnimeGANError
 from .core.result_store import ResultStore
+from .core.results import Picture
 
 log = logging.getLogger("ray.serve")
 
@@ -36,14 +37,14 @@ class CacheActor:
     async def get_or_claim(self, key: str) -> Lookup:
         return self.cache.get_or_claim(key)
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> Picture | None:
         return self.cache.store.get(key)
 
     async def wait(self, key: str) -> Settled:
         return await self.cache.wait(key)
 
-    def put(self, key: str, body: bytes) -> None:
-        self.cache.put(key, body)
+    def put(self, key: str, picture: Picture) -> None:
+        self.cache.put(key, picture)
         self.bytes_gauge.set(self.cache.store.counters.bytes)
 
     def fail(self, key: str, error: AnimeGANError) -> None:
@@ -82,13 +83,15 @@ class CacheClient:
             return None
         return found
 
-    async def get(self, key: str) -> bytes | None:
+    async def get(self, key: str) -> Picture | None:
         """The stored result for `key`, claiming nothing; None if absent or the cache is down."""
         try:
-            body: bytes | None = await self._call(self.actor.get.remote(key), self.call_timeout_s)
+            found: Picture | None = await self._call(
+                self.actor.get.remote(key), self.call_timeout_s
+            )
         except _CacheDown:
             return None
-        return body
+        return found
 
     async def wait(self, key: str, *, timeout_s: float) -> Settled:
         """How the claim on `key` was settled; `Released` if the cache failed us meanwhile."""
@@ -98,8 +101,8 @@ class CacheClient:
             return Released()
         return settled
 
-    async def put(self, key: str, body: bytes) -> None:
-        await self._quietly(self.actor.put.remote(key, body))
+    async def put(self, key: str, picture: Picture) -> None:
+        await self._quietly(self.actor.put.remote(key, picture))
 
     async def fail(self, key: str, error: AnimeGANError) -> None:
         await self._quietly(self.actor.fail.remote(key, error))

@@ -40,7 +40,7 @@ from .core import pipeline, weights
 from .core.cache_key import cache_key
 from .core.errors import AnimeGANError, Unreachable
 from .core.options import StylizeOptions
-from .core.results import Stylized
+from .core.results import Picture, Stylized
 from .core.settings import OFFICIAL_STYLES, Crop, OutputFormat, Settings
 from .files import Convert, Summary, plan_jobs, run_jobs
 
@@ -234,7 +234,8 @@ def _verdict(found: weights.StyleWeights) -> str:
     type=click.Choice(get_args(Crop)),
     default="none",
     show_default=True,
-    help="'square' centre-crops first, as face2paint does.",
+    help="'square' centre-crops first, as face2paint does; 'face' crops a square around the "
+    "most prominent face (the centre square if none is found).",
 )
 @click.option(
     "--format",
@@ -328,9 +329,10 @@ def local_convert(settings: Settings, style: str) -> Convert:
     sha1 = status.sha1
 
     def convert(data: bytes, options: StylizeOptions) -> Stylized:
-        (pixels,) = engine.run(options.style, [pipeline.decode_upload(data, options, settings)])
-        body = pipeline.encode_result(pixels, options, settings)
-        return Stylized(body, cache_key(data, options, sha1), "miss", options)
+        pixels, cut = pipeline.decode_upload(data, options, settings)
+        (stylized,) = engine.run(options.style, [pixels])
+        picture = Picture(pipeline.encode_result(stylized, options, settings), cut)
+        return Stylized(picture, cache_key(data, options, sha1), "miss", options)
 
     return convert
 

@@ -12,8 +12,9 @@ import httpx
 from pydantic import SecretStr
 
 from .core.errors import AnimeGANError, Unreachable, error_from_code
+from .core.imaging import Cut
 from .core.options import StylizeOptions
-from .core.results import Stylized
+from .core.results import Picture, Stylized
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -56,10 +57,10 @@ class Client:
             job = self._follow(job, on_status)
         if job["status"] == "failed":
             raise error_from_code(job["error"]["code"], job["error"]["message"])
-        picture = self._send("GET", str(self.http.base_url.join(job["result"])))
+        answer = self._send("GET", str(self.http.base_url.join(job["result"])))
         return Stylized(
-            picture.content,
-            picture.headers.get("etag", "").strip('"'),
+            Picture(answer.content, Cut.parse(answer.headers["x-crop"])),
+            answer.headers.get("etag", "").strip('"'),
             "hit" if cached else "miss",
             options,
         )

@@ -109,7 +109,7 @@ def run_job(job: Job, options: StylizeOptions, convert: Convert) -> Stylized | s
     try:
         result = convert(job.source.read_bytes(), options)
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        job.target.write_bytes(result.body)
+        job.target.write_bytes(result.picture.body)
     except AnimeGANError as exc:
         return f"{job.source}: {exc.code}: {exc.message}"
     except OSError as exc:

@@ -27,7 +27,7 @@ from starlette.types import Message
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.imaging import MEDIA_TYPES, media_type_of
 from .core.options import StylizeOptions
-from .core.results import StyleStatus, Stylized
+from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
 from .core.settings import IPNetwork, Settings
 
@@ -62,7 +62,7 @@ class Service(Protocol):
 
     async def cancel_job(self, job_id: str) -> None: ...
 
-    async def result(self, key: str) -> bytes: ...
+    async def result(self, key: str) -> Picture: ...
 
     async def styles(self, *, wait_s: float = ...) -> list[StyleStatus]: ...
 
@@ -85,12 +85,13 @@ def build_http_app(service: Service) -> Starlette:
         options = StylizeOptions.parse(params, settings)
         result = await service.process(image, options, client_of(request))
         return Response(
-            result.body,
+            result.picture.body,
             media_type=MEDIA_TYPES[result.options.format],
             headers={
                 "ETag": f'"{result.key}"',
                 "X-Cache": result.cache,
                 "X-Style": result.options.style,
+                "X-Crop": result.picture.cut.header(),
             },
         )
 
@@ -102,7 +103,9 @@ def build_http_app(service: Service) -> Starlette:
             {"size": TRANSFORM_SIZE, **params, "format": "png"}, settings
         )
         result = await service.process(image, options, client_of(request))
-        return JSONResponse({"image_base64": result.body.hex()})  # hex, as the seed service sent
+        return JSONResponse(
+            {"image_base64": result.picture.body.hex()}
+        )  # hex, as the seed service sent
 
     async def submit_job(request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
@@ -131,11 +134,15 @@ def build_http_app(service: Service) -> Starlette:
 
     async def result(request: Request) -> Response:
         key = request.path_params["key"]
-        body = await service.result(key)
+        picture = await service.result(key)
         return Response(
-            body,
-            media_type=media_type_of(body),
-            headers={"ETag": f'"{key}"', "Cache-Control": IMMUTABLE},
+            picture.body,
+            media_type=media_type_of(picture.body),
+            headers={
+                "ETag": f'"{key}"',
+                "Cache-Control": IMMUTABLE,
+                "X-Crop": picture.cut.header(),
+            },
         )
 
     async def styles(request: Request) -> Response:

@@ -37,7 +37,7 @@ from .core.job_watch import JobWatch
 from .core.options import StylizeOptions
 from .core.replica_stats import summarize
 from .core.result_store import ResultStore
-from .core.results import CacheOutcome, StyleStatus, Stylized
+from .core.results import CacheOutcome, Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
 from .core.settings import Settings
 from .http import build_http_app
@@ -75,7 +75,9 @@ class Ingress:
             claim_timeout_s=settings.request_timeout_s,
             call_timeout_s=CALL_TIMEOUT_S,
         )
-        self.hot = ResultStore(settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s)
+        self.hot: ResultStore[Picture] = ResultStore(
+            settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s
+        )
         self.scheduler = SchedulerClient(
             settings,
             worker=serve.get_replica_context().replica_id.unique_id,
@@ -115,7 +117,7 @@ class Ingress:
     ) -> bytes:
         """The Python handle's call: the encoded picture; raises the core's typed errors."""
         options = self._handle_options(image, style, size, crop, format, quality)
-        return (await self.process(image, options, HANDLE_CLIENT)).body
+        return (await self.process(image, options, HANDLE_CLIENT)).picture.body
 
     async def submit(
         self,
@@ -183,9 +185,9 @@ class Ingress:
     ) -> Stylized:
         """The answer for `key`; `client` is the line's name for the caller, None for a job
         (it already holds a slot)."""
-        body = self.hot.get(key)
-        if body is not None:
-            return self._answered(body, key, "hit", options, counter="hot_hits")
+        picture = self.hot.get(key)
+        if picture is not None:
+            return self._answered(picture, key, "hit", options, counter="hot_hits")
         retry_after_s = self.scheduler.busy.active() if client is not None else None
         if retry_after_s is not None:
             # The line has just refused one: refuse at once. A refusal then costs no call to
@@ -197,15 +199,15 @@ class Ingress:
             )
         found = await self.cache.get_or_claim(key)  # None: the cache is down, go on without it
         if isinstance(found, Hit):
-            self.hot.put(key, found.body)
-            return self._answered(found.body, key, "hit", options, counter="hits")
+            self.hot.put(key, found.picture)
+            return self._answered(found.picture, key, "hit", options, counter="hits")
         if isinstance(found, Pending):
             settled = await self.cache.wait(key, timeout_s=self.settings.request_timeout_s)
             if isinstance(settled, Failed):
                 raise settled.error
             if isinstance(settled, Hit):
-                self.hot.put(key, settled.body)
-                return self._answered(settled.body, key, "shared", options, counter="shared")
+                self.hot.put(key, settled.picture)
+                return self._answered(settled.picture, key, "shared", options, counter="shared")
         claimed = isinstance(found, Claimed)  # else: the cache is down, or the claim released
         line = (
             self.scheduler.turn(client, key)
@@ -214,7 +216,7 @@ class Ingress:
         )
         try:
             async with line as turn:
-                body = await self.compute(image, options)
+                picture = await self.compute(image, options)
                 turn.computed = True
         except Overloaded:  # about the service, not the input: waiters try for themselves
             if claimed:
@@ -228,15 +230,17 @@ class Ingress:
             if claimed:
                 self._in_background(self.cache.release(key))
             raise
-        self.hot.put(key, body)
-        self._in_background(self.cache.put(key, body))  # waiters are woken by it; we need not wait
-        return self._answered(body, key, "miss", options, counter="misses")
+        self.hot.put(key, picture)
+        # Waiters are woken by the put; this request need not wait for it.
+        self._in_background(self.cache.put(key, picture))
+        return self._answered(picture, key, "miss", options, counter="misses")
 
-    async def compute(self, image: bytes, options: StylizeOptions) -> bytes:
-        """Decode here, infer on the model deployment, encode here."""
-        pixels = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
+    async def compute(self, image: bytes, options: StylizeOptions) -> Picture:
+        """Decode (and find the face) here, infer on the model deployment, encode here."""
+        pixels, cut = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
         stylized = await self.infer(pixels, options.style)
-        return await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
+        body = await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
+        return Picture(body, cut)
 
     async def infer(self, pixels: np.ndarray, style: str) -> np.ndarray:
         """One inference; retried once elsewhere if the replica running it dies."""
@@ -288,14 +292,14 @@ class Ingress:
     async def cancel_job(self, job_id: str) -> None:
         await self.scheduler.cancel(job_id)
 
-    async def result(self, key: str) -> bytes:
+    async def result(self, key: str) -> Picture:
         """A stored result by its key (`/v1/results/{key}`)."""
         if RESULT_KEY.fullmatch(key):
-            body = self.hot.get(key)
-            if body is None:
-                body = await self.cache.get(key)
-            if body is not None:
-                return body
+            picture = self.hot.get(key)
+            if picture is None:
+                picture = await self.cache.get(key)
+            if picture is not None:
+                return picture
         raise UnknownResult(f"no result {key!r}: never computed, or evicted since; submit again")
 
     async def _run_jobs(self) -> None:
@@ -348,10 +352,16 @@ class Ingress:
         task.add_done_callback(self._background.discard)
 
     def _answered(
-        self, body: bytes, key: str, cache: CacheOutcome, options: StylizeOptions, *, counter: str
+        self,
+        picture: Picture,
+        key: str,
+        cache: CacheOutcome,
+        options: StylizeOptions,
+        *,
+        counter: str,
     ) -> Stylized:
         self.outcomes[counter] += 1
-        return Stylized(body, key, cache, options)
+        return Stylized(picture, key, cache, options)
 
     async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         """The model's style statuses; [] while it starts.

@@ -77,7 +77,7 @@ def test_the_console_script_stylizes_locally_like_the_reference_port_in_fp32(
     assert "1 done, 0 skipped, 0 failed, 0 cached" in result.stderr
     written = np.asarray(Image.open(out / "photo.png"))
     settings = Settings()
-    prepared = imaging.load(
+    prepared, _ = imaging.load(
         (inputs / "photo.jpg").read_bytes(), size=256, crop="none", max_pixels=settings.max_pixels
     )
     found = weights.inspect(weights.OFFICIAL["paprika"], seeded_weights_dir)

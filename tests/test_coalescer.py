@@ -8,9 +8,13 @@ from typing import TypeVar
 
 from deployments.core.coalescer import Claimed, Coalescer, Failed, Hit, Pending, Released
 from deployments.core.errors import InvalidImage
+from deployments.core.faces import Box
+from deployments.core.imaging import Cut
 from deployments.core.result_store import ResultStore
+from deployments.core.results import Picture
 
 T = TypeVar("T")
+PICTURE = Picture(b"picture", Cut("none", Box(0, 0, 8, 8)))
 
 
 def run(scenario: Callable[[], Awaitable[T]]) -> T:
@@ -24,7 +28,9 @@ def coalescer(
     claim_timeout_s: float = 5,
     clock: Callable[[], float] | None = None,
 ) -> Coalescer:
-    store = ResultStore(max_bytes, ttl_s=ttl_s, **({"clock": clock} if clock else {}))
+    store: ResultStore[Picture] = ResultStore(
+        max_bytes, ttl_s=ttl_s, **({"clock": clock} if clock else {})
+    )
     return Coalescer(store, claim_timeout_s=claim_timeout_s)
 
 
@@ -33,8 +39,8 @@ def test_the_first_caller_claims_the_rest_wait_and_a_put_makes_a_hit() -> None:
         cache = coalescer()
         assert cache.get_or_claim("k") == Claimed()
         assert cache.get_or_claim("k") == Pending()
-        cache.put("k", b"picture")
-        assert cache.get_or_claim("k") == Hit(b"picture")
+        cache.put("k", PICTURE)
+        assert cache.get_or_claim("k") == Hit(PICTURE)
         assert cache.stats()["in_flight"] == 0
 
     run(scenario)
@@ -47,8 +53,8 @@ def test_every_waiter_gets_the_claimants_result() -> None:
         waiters = [asyncio.create_task(cache.wait("k")) for _ in range(5)]
         await asyncio.sleep(0)
         assert not any(w.done() for w in waiters)
-        cache.put("k", b"picture")
-        assert await asyncio.gather(*waiters) == [Hit(b"picture")] * 5
+        cache.put("k", PICTURE)
+        assert await asyncio.gather(*waiters) == [Hit(PICTURE)] * 5
         assert cache.stats()["shared"] == 5
 
     run(scenario)
@@ -115,8 +121,8 @@ def test_one_waiter_giving_up_leaves_the_others_waiting() -> None:
         await asyncio.sleep(0)
         impatient.cancel()
         await asyncio.sleep(0)
-        cache.put("k", b"picture")
-        assert await patient == Hit(b"picture")
+        cache.put("k", PICTURE)
+        assert await patient == Hit(PICTURE)
 
     run(scenario)
 
@@ -125,8 +131,8 @@ def test_waiting_on_a_claim_settled_before_the_wait_finds_the_result() -> None:
     async def scenario() -> None:
         cache = coalescer()
         cache.get_or_claim("k")
-        cache.put("k", b"picture")
-        assert await cache.wait("k") == Hit(b"picture")
+        cache.put("k", PICTURE)
+        assert await cache.wait("k") == Hit(PICTURE)
         assert await cache.wait("never-claimed") == Released()
 
     run(scenario)
@@ -137,9 +143,9 @@ def test_results_expire_after_their_time_to_live() -> None:
         now = [0.0]
         cache = coalescer(ttl_s=10, clock=lambda: now[0])
         cache.get_or_claim("k")
-        cache.put("k", b"picture")
+        cache.put("k", PICTURE)
         now[0] = 9
-        assert cache.get_or_claim("k") == Hit(b"picture")
+        assert cache.get_or_claim("k") == Hit(PICTURE)
         now[0] = 21
         assert cache.get_or_claim("k") == Claimed()
 
@@ -151,10 +157,10 @@ def test_the_store_evicts_the_least_recently_used_under_its_byte_bound() -> None
         cache = coalescer(max_bytes=10)
         for key in "abc":
             cache.get_or_claim(key)
-            cache.put(key, b"four")
+            cache.put(key, Picture(b"four", PICTURE.cut))
         stats = cache.stats()
         assert (stats["entries"], stats["bytes"], stats["evictions"]) == (2, 8, 1)
         assert cache.get_or_claim("a") == Claimed()
-        assert cache.get_or_claim("c") == Hit(b"four")
+        assert cache.get_or_claim("c") == Hit(Picture(b"four", PICTURE.cut))
 
     run(scenario)

@@ -11,13 +11,16 @@ from starlette.testclient import TestClient
 
 from deployments.core import errors
 from deployments.core.errors import AnimeGANError
+from deployments.core.faces import Box
+from deployments.core.imaging import Cut
 from deployments.core.options import StylizeOptions
-from deployments.core.results import StyleStatus, Stylized
+from deployments.core.results import Picture, StyleStatus, Stylized
 from deployments.core.scheduler import JobView
 from deployments.core.settings import Settings
 from deployments.http import build_http_app, client_address
 
 KEY = "k" * 64
+CUT = Cut("face", Box(10, 20, 300, 300))
 API_KEY = "http-test-key-0123456789"
 LIMIT = 1000  # the stand-in's upload limit, in bytes
 
@@ -39,7 +42,7 @@ class StandIn:
         self.clients.append(client)
         if self.refusal is not None:
             raise self.refusal
-        return Stylized(b"picture of " + image, KEY, "miss", options)
+        return Stylized(Picture(b"picture of " + image, CUT), KEY, "miss", options)
 
     async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
         await self.process(image, options, client)
@@ -71,10 +74,10 @@ class StandIn:
             raise errors.JobNotQueued("only a queued job can be cancelled")
         del self.jobs[job_id]
 
-    async def result(self, key: str) -> bytes:
+    async def result(self, key: str) -> Picture:
         if key != KEY:
             raise errors.UnknownResult(f"no result {key!r}")
-        return b"\x89PNG\r\n\x1a\n picture"
+        return Picture(b"\x89PNG\r\n\x1a\n picture", CUT)
 
     async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         return [
@@ -106,6 +109,7 @@ def test_a_raw_body_is_stylized_with_query_parameters(http: tuple[TestClient, St
     assert answer.headers["content-type"] == "image/jpeg"
     assert answer.headers["etag"] == f'"{KEY}"'
     assert answer.headers["x-cache"] == "miss" and answer.headers["x-style"] == "paprika"
+    assert answer.headers["x-crop"] == "face 10,20,300,300"
     ((image, options),) = service.asked
     assert image == b"photo"
     assert (options.style, options.size, options.format, options.quality) == (
@@ -381,6 +385,7 @@ def test_a_result_is_immutable_and_typed_by_its_bytes(http: tuple[TestClient, St
     assert answer.headers["content-type"] == "image/png"
     assert answer.headers["etag"] == f'"{KEY}"'
     assert answer.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert answer.headers["x-crop"] == "face 10,20,300,300"
     missing = client.get(f"/v1/results/{'0' * 64}")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_result")
 

@@ -10,6 +10,7 @@ from PIL import Image
 
 from deployments.core import imaging
 from deployments.core.errors import AnimeGANError, InvalidImage, TooLarge, UnsupportedFormat
+from deployments.core.faces import centre_square
 from deployments.core.settings import OutputFormat
 from tests.conftest import jpeg_bytes, png_bytes, smooth_picture
 from tests.hostile import jpeg_declaring, mutations, png_declaring, real_jpeg
@@ -105,10 +106,10 @@ def test_exif_orientation_is_applied(orientation: int, expected_size: tuple[int,
 
 def test_rotated_jpeg_drafts_to_the_upright_target() -> None:
     pixels = smooth_picture(1600, 800)
-    decoded = decode(with_orientation(pixels, 6), size=256, crop="none")
+    decoded = decode(with_orientation(pixels, 6), scale=256 / 1600)
     width, height = decoded.size
     assert (width, height) == (200, 400)  # drafted at 1/4: still covers 128 x 256 upright
-    assert imaging.fit(decoded, size=256, crop="none").size == (128, 256)
+    assert imaging.fit(decoded, size=256).size == (128, 256)
 
 
 # -- limits and broken input ----------------------------------------------------------------------
@@ -165,29 +166,31 @@ def test_non_images_are_an_unsupported_format(data: bytes) -> None:
 
 def test_fit_shrinks_the_long_side_and_never_upscales() -> None:
     big, small = Image.new("RGB", (1000, 500)), Image.new("RGB", (100, 50))
-    assert imaging.fit(big, size=512, crop="none").size == (512, 256)
-    assert imaging.fit(small, size=512, crop="none").size == (100, 50)
+    assert imaging.fit(big, size=512).size == (512, 256)
+    assert imaging.fit(small, size=512).size == (100, 50)
 
 
 def test_square_crop_takes_the_centre_then_resizes() -> None:
     pixels = np.zeros((100, 300, 3), np.uint8)
     pixels[:, 100:200] = 255  # the centre square is white
-    fitted = imaging.fit(Image.fromarray(pixels), size=50, crop="square")
+    fitted = imaging.fit(Image.fromarray(pixels), size=50, box=centre_square(300, 100))
     assert fitted.size == (50, 50)
     assert np.asarray(fitted).min() > 250
 
 
 def test_large_jpegs_decode_at_reduced_scale_but_cover_the_target() -> None:
     data = jpeg_bytes(smooth_picture(2000, 1200))
-    drafted = decode(data, size=256, crop="none")
+    drafted = decode(data, scale=256 / 2000)
     assert drafted.size == (500, 300)  # 1/4 scale: the smallest that still covers 256 x 154
-    square = decode(data, size=256, crop="square")
+    square = decode(data, scale=256 / 1200)
     assert min(square.size) >= 256
-    assert imaging.load(data, size=256, crop="square", **LIMITS).shape == (256, 256, 3)
+    pixels, cut = imaging.load(data, size=256, crop="square", **LIMITS)
+    assert pixels.shape == (256, 256, 3) and cut.header() == "square 400,0,1200,1200"
 
 
 def test_load_returns_an_upright_uint8_rgb_array(photo_bytes: bytes) -> None:
-    pixels = imaging.load(photo_bytes, size=512, crop="none", **LIMITS)
+    pixels, cut = imaging.load(photo_bytes, size=512, crop="none", **LIMITS)
+    assert cut.how == "none" and cut.box.x == cut.box.y == 0
     assert pixels.dtype == np.uint8 and pixels.shape[2] == 3 and max(pixels.shape[:2]) == 512
 
 
@@ -218,7 +221,7 @@ def test_jpeg_quality_changes_the_size() -> None:
 @given(data=mutations(real_jpeg()))
 def test_a_damaged_photo_decodes_or_is_refused_with_a_4xx_error(data: bytes) -> None:
     try:
-        pixels = imaging.load(data, size=32, crop="none", **LIMITS)
+        pixels, _ = imaging.load(data, size=32, crop="none", **LIMITS)
     except AnimeGANError as exc:
         assert 400 <= exc.http_status < 500, exc
     else:

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
+from tests.portraits import PHOTO, faceless, pair
 from tests.test_serve_jobs import idle
 
 pytestmark = pytest.mark.timeout(600)
@@ -88,7 +89,7 @@ def test_a_photo_comes_back_stylized_then_from_the_cache(page: Page, photo_file:
 
 def test_the_slider_reveals_the_original_under_the_result(page: Page, photo_file: Path) -> None:
     page.set_input_files("#file", photo_file)
-    page.check("#square")
+    page.select_option("#crop", "square")
     stylize(page)
     expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)
     page.locator("#slider").fill("80")
@@ -109,9 +110,9 @@ def test_an_invalid_file_shows_the_error_message_not_json(page: Page, tmp_path: 
 def test_the_form_works_from_the_keyboard(page: Page, photo_file: Path) -> None:
     page.set_input_files("#file", photo_file)
     page.focus("#size")
-    page.keyboard.press("Tab")  # to the square-crop box
-    page.keyboard.press("Space")
-    assert page.is_checked("#square")
+    page.keyboard.press("Tab")  # to the crop menu
+    page.keyboard.press("ArrowDown")
+    assert page.input_value("#crop") == "square"
     page.keyboard.press("Tab")  # to the button (the key field is hidden)
     page.keyboard.press("Enter")
     expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)
@@ -227,3 +228,28 @@ def test_the_divider_follows_the_pointer_on_the_picture(page: Page, photo_file: 
     assert (
         page.eval_on_selector("#before", "img => img.style.clipPath") == "inset(0px 100% 0px 0px)"
     )
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason=f"needs {PHOTO} (../shared)")
+def test_a_face_crop_says_whether_it_found_the_face(page: Page, tmp_path: Path) -> None:
+    portrait, street = pair(), faceless()[0]
+    for picture, note in [(portrait, "Face found"), (street, "No face found: centre crop")]:
+        path = tmp_path / f"{picture.name}.jpg"
+        path.write_bytes(picture.data + b"page-face")  # a key of this test's own
+        page.set_input_files("#file", path)
+        page.select_option("#crop", "face")
+        page.select_option("#size", "256")
+        stylize(page)
+        expect(page.locator("#cut")).to_have_text(note, timeout=60_000)
+        # The original under the result is cut to the same square.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('#compare img')]"
+            ".every(i => i.complete && i.naturalWidth > 0 && i.naturalWidth === i.naturalHeight)"
+        )
+        sizes = page.eval_on_selector(
+            "#compare",
+            "c => [...c.querySelectorAll('img')].map(i => [i.naturalWidth, i.naturalHeight])",
+        )
+        (after_w, after_h), (before_w, before_h) = sizes
+        assert after_w == after_h and before_w == before_h
+        assert before_w >= after_w  # the original's box, before the shrink to 256

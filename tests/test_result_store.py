@@ -7,7 +7,7 @@ from deployments.core.settings import Settings
 
 
 def test_least_recently_used_results_go_first_when_bytes_run_out() -> None:
-    store = ResultStore(max_bytes=10)
+    store: ResultStore[bytes] = ResultStore(max_bytes=10)
     store.put("a", b"1234")
     store.put("b", b"1234")
     assert store.get("a") == b"1234"  # a is now the most recent
@@ -17,7 +17,7 @@ def test_least_recently_used_results_go_first_when_bytes_run_out() -> None:
 
 
 def test_a_value_larger_than_the_whole_store_is_not_kept() -> None:
-    store = ResultStore(max_bytes=4)
+    store: ResultStore[bytes] = ResultStore(max_bytes=4)
     store.put("a", b"12")
     store.put("big", b"12345")
     assert "big" not in store and store.get("a") == b"12"
@@ -25,7 +25,7 @@ def test_a_value_larger_than_the_whole_store_is_not_kept() -> None:
 
 def test_entries_expire_after_their_time_to_live() -> None:
     now = [0.0]
-    store = ResultStore(max_bytes=100, ttl_s=10, clock=lambda: now[0])
+    store: ResultStore[bytes] = ResultStore(max_bytes=100, ttl_s=10, clock=lambda: now[0])
     store.put("a", b"x")
     now[0] = 5
     assert store.get("a") == b"x"
@@ -35,7 +35,7 @@ def test_entries_expire_after_their_time_to_live() -> None:
 
 
 def test_replacing_a_key_keeps_the_byte_count_right() -> None:
-    store = ResultStore(max_bytes=100)
+    store: ResultStore[bytes] = ResultStore(max_bytes=100)
     store.put("a", b"xx")
     store.put("a", b"xxxx")
     assert store.stats()["bytes"] == 4 and store.stats()["entries"] == 1

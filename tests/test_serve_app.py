@@ -65,7 +65,7 @@ def test_fp32_output_matches_the_reference_port(service: Service, photo_bytes: b
     assert answer.status_code == 200, answer.text
     served = np.asarray(Image.open(io.BytesIO(answer.content)))
     settings = Settings()
-    prepared = imaging.load(photo_bytes, size=128, crop="none", max_pixels=settings.max_pixels)
+    prepared, _ = imaging.load(photo_bytes, size=128, crop="none", max_pixels=settings.max_pixels)
     found = weights.inspect(weights.OFFICIAL["face_paint_512_v1"], service.weights_dir)
     assert found is not None
     expected = reference_stylize(weights.load_state_dict(found), prepared)

@@ -16,13 +16,14 @@ from typing import Any
 
 from .errors import AnimeGANError
 from .result_store import ResultStore
+from .results import Picture
 
 
 @dataclass(frozen=True)
 class Hit:
     """The result is stored (or an identical request just computed it)."""
 
-    body: bytes
+    picture: Picture
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ Settled = Hit | Failed | Released
 class Coalescer:
     """A byte-bounded `ResultStore` and the open claims on keys it does not hold yet."""
 
-    def __init__(self, store: ResultStore, *, claim_timeout_s: float) -> None:
+    def __init__(self, store: ResultStore[Picture], *, claim_timeout_s: float) -> None:
         self.store = store
         self.claim_timeout_s = claim_timeout_s
         self._claims: dict[str, asyncio.Future[Settled]] = {}
@@ -64,9 +65,9 @@ class Coalescer:
 
     def get_or_claim(self, key: str) -> Lookup:
         """The stored result, or the claim on `key` (to the first caller), or `Pending`."""
-        body = self.store.get(key)
-        if body is not None:
-            return Hit(body)
+        picture = self.store.get(key)
+        if picture is not None:
+            return Hit(picture)
         if key in self._claims:
             return Pending()
         loop = asyncio.get_running_loop()
@@ -79,17 +80,17 @@ class Coalescer:
         """How the claim on `key` was settled (at once if it already was)."""
         claim = self._claims.get(key)
         if claim is None:  # settled between the lookup and this call
-            body = self.store.get(key)
-            return Released() if body is None else Hit(body)
+            picture = self.store.get(key)
+            return Released() if picture is None else Hit(picture)
         settled = await asyncio.shield(claim)  # one waiter's cancellation must not cancel all
         if isinstance(settled, Hit):
             self.shared += 1
         return settled
 
-    def put(self, key: str, body: bytes) -> None:
+    def put(self, key: str, picture: Picture) -> None:
         """Store the result and hand it to every waiter."""
-        self.store.put(key, body)
-        self._settle(key, Hit(body))
+        self.store.put(key, picture)
+        self._settle(key, Hit(picture))
 
     def fail(self, key: str, error: AnimeGANError) -> None:
         """Hand the claimant's refusal to every waiter; nothing is stored."""

@@ -9,16 +9,22 @@ times cheaper for large photos.
 from __future__ import annotations
 
 import io
+import logging
 import math
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import faces
 from .errors import InvalidImage, TooLarge, UnsupportedFormat
 from .settings import Crop, OutputFormat
 
 # Formats we decode; everything else Pillow knows (EPS, PDF, ...) is refused unopened.
 DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -43,32 +49,98 @@ _SIGNATURES = {
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # the ones that swap width and height
+MIN_FACE_SEARCH_SIDE = 32  # smaller pictures hold no face the detector could find
 
 
-def load(
-    data: bytes,
-    *,
-    size: int,
-    crop: Crop,
-    max_pixels: int,
-) -> np.ndarray:
-    """Decode `data` and fit it to `size`: an (H, W, 3) uint8 RGB array, upright."""
-    image = decode(data, max_pixels=max_pixels, size=size, crop=crop)
-    return np.asarray(fit(image, size=size, crop=crop))
+CutHow = Literal["face", "centre", "square", "none"]
 
 
-def decode(
-    data: bytes,
-    *,
-    max_pixels: int,
-    size: int | None = None,
-    crop: Crop = "none",
-) -> Image.Image:
-    """An upright RGB image from encoded bytes; `size`/`crop` let JPEGs decode at reduced scale."""
+@dataclass(frozen=True)
+class Cut:
+    """Where a picture was cut from the upright upload, and how: `face`, `centre` (a face was
+    asked for and none found), `square` or `none`."""
+
+    how: CutHow
+    box: faces.Box
+
+    def header(self) -> str:
+        """The `X-Crop` header's value: `face 120,40,300,300`."""
+        return f"{self.how} {self.box.x},{self.box.y},{self.box.width},{self.box.height}"
+
+    @classmethod
+    def parse(cls, header: str) -> Cut:
+        how, numbers = header.split(" ")
+        if how not in get_args(CutHow):
+            raise ValueError(f"not a crop: {header!r}")
+        x, y, width, height = (int(n) for n in numbers.split(","))
+        return cls(how, faces.Box(x, y, width, height))  # type: ignore[arg-type]
+
+
+def load(data: bytes, *, size: int, crop: Crop, max_pixels: int) -> tuple[np.ndarray, Cut]:
+    """Decode `data`, cut it as `crop` asks and fit it to `size`.
+
+    Returns an (H, W, 3) uint8 RGB array, upright, and where it was cut from.
+    """
+    width, height = upright_size(probe(data, max_pixels=max_pixels))
+    image = None
+    if crop == "face":
+        # The face is looked for on a small copy: a JPEG decodes at reduced scale for it.
+        image = decode(data, max_pixels=max_pixels, scale=faces.DETECT_SIDE / max(width, height))
+        cut = face_cut(image, width, height)
+    elif crop == "square":
+        cut = Cut("square", faces.centre_square(width, height))
+    else:
+        cut = Cut("none", faces.Box(0, 0, width, height))
+    scale = min(1.0, size / max(cut.box.width, cut.box.height))
+    if image is None or image.width < math.ceil(width * scale):
+        image = decode(data, max_pixels=max_pixels, scale=scale)
+    return np.asarray(fit(image, size=size, box=_box_in(image, cut, width))), cut
+
+
+def face_cut(image: Image.Image, width: int, height: int) -> Cut:
+    """The portrait square around the most prominent face in `image` (the upright upload,
+    `width` x `height`, maybe decoded smaller); the centre square if none is found."""
+    if min(image.size) >= MIN_FACE_SEARCH_SIDE:
+        sight = image.convert("L")
+        sight.thumbnail((faces.DETECT_SIDE, faces.DETECT_SIDE), Image.Resampling.BILINEAR)
+        try:
+            found = faces.find_faces(np.asarray(sight))
+        except Exception as exc:  # an odd picture must not fail the request: no face, then
+            log.warning("face detection failed (%s: %s); centre crop", type(exc).__name__, exc)
+            found = []
+        face = faces.most_prominent(found, sight.width, sight.height)
+        if face is not None:
+            box = faces.portrait_box(face.scaled(width / sight.width), width, height)
+            return Cut("face", box)
+    return Cut("centre", faces.centre_square(width, height))
+
+
+def _box_in(image: Image.Image, cut: Cut, width: int) -> faces.Box | None:
+    """`cut`'s box in the pixels of `image`, the upload decoded at reduced scale or not."""
+    if cut.how == "none":
+        return None
+    if cut.how != "face":  # recomputed, not scaled: no rounding can move a centred square
+        return faces.centre_square(*image.size)
+    box = cut.box.scaled(image.width / width)
+    side = min(box.width, *image.size)
+    return faces.Box(min(box.x, image.width - side), min(box.y, image.height - side), side, side)
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height once the EXIF orientation is applied."""
+    width, height = image.size
+    if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
+def decode(data: bytes, *, max_pixels: int, scale: float = 1.0) -> Image.Image:
+    """An upright RGB image from encoded bytes; a JPEG is decoded at the smallest of its
+    reduced scales that still gives at least `scale` of its size (several times cheaper)."""
     image = probe(data, max_pixels=max_pixels)
     try:
-        if size is not None and image.format in ("JPEG", "MPO"):
-            _draft(image, size=size, crop=crop)
+        if scale < 1.0 and image.format in ("JPEG", "MPO"):
+            _draft(image, scale)
         image.load()
         image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
@@ -116,16 +188,9 @@ def _claimed_format(data: bytes) -> str | None:
     return next((name for magic, name in _SIGNATURES.items() if data.startswith(magic)), None)
 
 
-def _draft(image: Image.Image, *, size: int, crop: Crop) -> None:
-    """Ask the JPEG decoder for the smallest DCT scale that still covers the target size."""
-    width, height = image.size
-    transposed = image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS
-    if transposed:
-        width, height = height, width
-    scale = resize_scale(width, height, size=size, crop=crop)
-    if scale < 1.0:
-        target = (math.ceil(width * scale), math.ceil(height * scale))
-        image.draft("RGB", target[::-1] if transposed else target)
+def _draft(image: Image.Image, scale: float) -> None:
+    width, height = image.size  # as stored: the draft happens before the EXIF rotation
+    image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -147,21 +212,12 @@ def _gray8(values: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
-def resize_scale(width: int, height: int, *, size: int, crop: Crop) -> float:
-    """The factor (at most 1: never upscale) that brings the image to `size`."""
-    side = min(width, height) if crop == "square" else max(width, height)
-    return min(1.0, size / side)
-
-
-def fit(image: Image.Image, *, size: int, crop: Crop) -> Image.Image:
-    """Centre-crop to a square if asked (as face2paint does), then shrink to `size`."""
+def fit(image: Image.Image, *, size: int, box: faces.Box | None = None) -> Image.Image:
+    """Cut `box` (in the image's pixels) out if given, then shrink the long side to `size`."""
+    if box is not None and (box.width, box.height) != image.size:
+        image = image.crop((box.x, box.y, box.x + box.width, box.y + box.height))
     width, height = image.size
-    if crop == "square":
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-        width = height = side
-    scale = resize_scale(width, height, size=size, crop="none")
+    scale = min(1.0, size / max(width, height))  # never upscale
     if scale < 1.0:
         target = (max(1, round(width * scale)), max(1, round(height * scale)))
         # reducing_gap=3 is visually identical to a full LANCZOS and much faster on big inputs.

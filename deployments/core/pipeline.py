@@ -17,8 +17,11 @@ def check_upload(data: bytes, settings: Settings) -> None:
     imaging.probe(data, max_pixels=settings.max_pixels)
 
 
-def decode_upload(data: bytes, options: StylizeOptions, settings: Settings) -> np.ndarray:
-    """Encoded upload -> upright (H, W, 3) uint8 pixels at the requested size and crop."""
+def decode_upload(
+    data: bytes, options: StylizeOptions, settings: Settings
+) -> tuple[np.ndarray, imaging.Cut]:
+    """Encoded upload -> upright (H, W, 3) uint8 pixels at the requested size and crop, and
+    where they were cut from."""
     return imaging.load(data, size=options.size, crop=options.crop, max_pixels=settings.max_pixels)
 
 

@@ -1,11 +1,14 @@
-"""An LRU store of encoded results, bounded in bytes, with an optional time to live."""
+"""An LRU store of encoded results, bounded in bytes (a value's `len`), with an optional TTL."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V", bound=Sized)
 
 
 @dataclass
@@ -17,8 +20,8 @@ class StoreCounters:
     evictions: int = 0
 
 
-class ResultStore:
-    """key -> bytes, least recently used first out once `max_bytes` would be exceeded."""
+class ResultStore(Generic[V]):
+    """key -> value, least recently used first out once `max_bytes` would be exceeded."""
 
     def __init__(
         self,
@@ -31,9 +34,9 @@ class ResultStore:
         self.ttl_s = ttl_s
         self.clock = clock
         self.counters = StoreCounters()
-        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[V, float]] = OrderedDict()
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> V | None:
         item = self._items.get(key)
         if item is not None and self.ttl_s is not None and self.clock() - item[1] > self.ttl_s:
             self._drop(key)
@@ -45,7 +48,7 @@ class ResultStore:
         self.counters.hits += 1
         return item[0]
 
-    def put(self, key: str, value: bytes) -> None:
+    def put(self, key: str, value: V) -> None:
         if len(value) > self.max_bytes:
             return  # would evict everything and still not fit
         if key in self._items:

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 Precision = Literal["auto", "fp32", "bf16"]
 OutputFormat = Literal["png", "jpeg", "webp"]
-Crop = Literal["none", "square"]
+Crop = Literal["none", "square", "face"]
 IPNetwork = IPv4Network | IPv6Network
 
 OFFICIAL_STYLES = ("celeba_distill", "face_paint_512_v1", "face_paint_512_v2", "paprika")
