@@ -81,6 +81,73 @@ def truncated(data: bytes, keep: float = 0.6) -> bytes:
     return data[: int(len(data) * keep)]
 
 
+# Cut short but properly ended: the decoders would fill the missing rows and report success.
+
+
+def png_with_missing_rows(width: int = 200, height: int = 150, rows: int = 20) -> bytes:
+    """A well-formed PNG whose one zlib stream holds `rows` of the `height` rows declared."""
+    pixels = smooth_picture(width, height)
+    raw = b"".join(b"\0" + pixels[row].tobytes() for row in range(rows))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    signature = b"\x89PNG\r\n\x1a\n"
+    body = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw))
+    return signature + body + png_chunk(b"IEND", b"")
+
+
+def gif_with_missing_rows(interlace: bool = False) -> bytes:
+    """A GIF of 40 rows whose screen and image descriptor are rewritten to declare 150."""
+    data = bytearray(saved(Image.fromarray(smooth_picture(200, 40)), "GIF", interlace=interlace))
+    at = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)  # past the palette
+    while data[at] == 0x21:  # extensions: label, then sub-blocks to a zero length
+        at += 2
+        while data[at]:
+            at += data[at] + 1
+        at += 1
+    data[8:10] = data[at + 7 : at + 9] = struct.pack("<H", 150)
+    return bytes(data)
+
+
+def jpeg_cut_and_ended(progressive: bool = False) -> bytes:
+    """Half a JPEG's scan data, closed with an end-of-image marker."""
+    data = jpeg_bytes(smooth_picture(200, 150), progressive=progressive)
+    return data[: len(data) // 2] + b"\xff\xd9"
+
+
+def jpeg_declaring_more_rows() -> bytes:
+    """A JPEG of 40 rows whose frame header declares 150."""
+    data = bytearray(jpeg_bytes(smooth_picture(200, 40)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 7] = struct.pack(">H", 150)
+    return bytes(data)
+
+
+def png_interlaced_short() -> bytes:
+    """An interlaced PNG whose image data is cut to half and re-compressed as a whole stream."""
+    full = saved(Image.fromarray(smooth_picture(120, 90)), "PNG", interlace=1)
+    at, idat = 8, b""
+    while at < len(full):
+        length, kind = struct.unpack(">I4s", full[at : at + 8])
+        if kind == b"IDAT":
+            idat += full[at + 8 : at + 8 + length]
+        at += 12 + length
+    raw = zlib.decompress(idat)
+    head = full[: full.index(b"IDAT") - 4]
+    return head + png_chunk(b"IDAT", zlib.compress(raw[: len(raw) // 2])) + png_chunk(b"IEND", b"")
+
+
+def short_data() -> list[tuple[str, Callable[[], bytes]]]:
+    """Files whose image data stops short of their header, named."""
+    return [
+        ("png with missing rows", png_with_missing_rows),
+        ("interlaced png with missing rows", png_interlaced_short),
+        ("gif with missing rows", gif_with_missing_rows),
+        ("interlaced gif with missing rows", lambda: gif_with_missing_rows(interlace=True)),
+        ("jpeg cut and ended", jpeg_cut_and_ended),
+        ("progressive jpeg cut and ended", lambda: jpeg_cut_and_ended(progressive=True)),
+        ("jpeg declaring more rows", jpeg_declaring_more_rows),
+    ]
+
+
 @dataclass(frozen=True)
 class Upload:
     """One request and its documented answer: status 200 (code None) or an error code."""
@@ -152,6 +219,7 @@ def corpus(max_upload_bytes: int) -> list[Upload]:
         ),
         Upload("truncated gif", lambda: truncated(animated("GIF"), 0.3), 400, "invalid_image"),
         Upload("png cut inside its header", lambda: b"\x89PNG\r\n\x1a\n\0\0", 400, "invalid_image"),
+        *(Upload(name, body, 400, "invalid_image") for name, body in short_data()),
         # Decompression bombs: refused from the header, never decoded
         Upload(
             "png declaring 50000x50000", lambda: png_declaring(50_000, 50_000), 413, "too_large"

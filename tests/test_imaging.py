@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from deployments.core.errors import AnimeGANError, InvalidImage, TooLarge, Unsup
 from deployments.core.faces import centre_square
 from deployments.core.settings import OutputFormat
 from tests.conftest import jpeg_bytes, png_bytes, smooth_picture
-from tests.hostile import jpeg_declaring, mutations, png_declaring, real_jpeg
+from tests.hostile import jpeg_declaring, mutations, png_declaring, real_jpeg, saved, short_data
 
 LIMITS = {"max_pixels": 50_000_000}
 
@@ -226,3 +227,33 @@ def test_a_damaged_photo_decodes_or_is_refused_with_a_4xx_error(data: bytes) -> 
         assert 400 <= exc.http_status < 500, exc
     else:
         assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+
+
+# -- image data cut short: refused in every format we decode ------------------------------------
+
+
+@pytest.mark.parametrize(("name", "body"), short_data())
+def test_image_data_that_stops_short_is_an_invalid_image(
+    name: str, body: Callable[[], bytes]
+) -> None:
+    with pytest.raises(InvalidImage, match="cut short"):
+        decode(body())
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        ("PNG", {"interlace": 1}),
+        ("GIF", {"interlace": True}),
+        ("GIF", {"interlace": False}),
+        ("JPEG", {"progressive": True}),
+        ("TIFF", {"compression": "tiff_deflate"}),
+        ("BMP", {}),
+        ("WEBP", {"lossless": True}),
+    ],
+)
+def test_whole_files_pass_the_check_and_cut_ones_do_not(fmt: str, options: dict) -> None:
+    data = saved(Image.fromarray(smooth_picture(120, 90)), fmt, **options)
+    assert decode(data).size == (120, 90)
+    with pytest.raises(InvalidImage):
+        decode(data[: len(data) * 2 // 3])

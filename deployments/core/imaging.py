@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from . import faces
+from .complete import check_complete
 from .errors import InvalidImage, TooLarge, UnsupportedFormat
 from .settings import Crop, OutputFormat
 
@@ -25,6 +26,8 @@ from .settings import Crop, OutputFormat
 DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
 
 log = logging.getLogger(__name__)
+
+DRAFTABLE = ("JPEG", "MPO")  # formats Pillow can decode at a reduced scale (JPEG's DCT scaling)
 
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -81,11 +84,18 @@ def load(data: bytes, *, size: int, crop: Crop, max_pixels: int) -> tuple[np.nda
 
     Returns an (H, W, 3) uint8 RGB array, upright, and where it was cut from.
     """
-    width, height = upright_size(probe(data, max_pixels=max_pixels))
+    probed = probe(data, max_pixels=max_pixels)
     image = None
+    if probed.format in DRAFTABLE:  # decoded below, at the scale the cut needs
+        width, height = _upright_size(probed)
+    else:  # decoded in full once (other formats have no reduced scales)
+        image = decode(data, max_pixels=max_pixels)
+        width, height = image.size
     if crop == "face":
-        # The face is looked for on a small copy: a JPEG decodes at reduced scale for it.
-        image = decode(data, max_pixels=max_pixels, scale=faces.DETECT_SIDE / max(width, height))
+        if image is None:  # a JPEG's face is looked for on a copy decoded at reduced scale
+            image = decode(
+                data, max_pixels=max_pixels, scale=faces.DETECT_SIDE / max(width, height)
+            )
         cut = face_cut(image, width, height)
     elif crop == "square":
         cut = Cut("square", faces.centre_square(width, height))
@@ -126,8 +136,8 @@ def _box_in(image: Image.Image, cut: Cut, width: int) -> faces.Box | None:
     return faces.Box(min(box.x, image.width - side), min(box.y, image.height - side), side, side)
 
 
-def upright_size(image: Image.Image) -> tuple[int, int]:
-    """Width and height once the EXIF orientation is applied."""
+def _upright_size(image: Image.Image) -> tuple[int, int]:
+    """A JPEG's width and height once its EXIF orientation (read from the header) is applied."""
     width, height = image.size
     if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:
         return height, width
@@ -139,16 +149,18 @@ def decode(data: bytes, *, max_pixels: int, scale: float = 1.0) -> Image.Image:
     reduced scales that still gives at least `scale` of its size (several times cheaper)."""
     image = probe(data, max_pixels=max_pixels)
     try:
-        if scale < 1.0 and image.format in ("JPEG", "MPO"):
+        check_complete(data, image)
+        if scale < 1.0 and image.format in DRAFTABLE:
             _draft(image, scale)
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except InvalidImage:
+        raise
     except Exception as exc:  # decoders of hostile bytes fail in many ways, all "broken image"
         raise InvalidImage(f"the {image.format} image could not be decoded ({exc})") from exc
 
 
-def probe(data: bytes, *, max_pixels: int) -> Image.Image:
+def probe(data: bytes, *, max_pixels: int) -> ImageFile.ImageFile:
     """The image opened from its header, within the limits; nothing decoded yet (cheap)."""
     if not data:
         raise InvalidImage("the upload is empty; send the image file's bytes")
@@ -161,7 +173,7 @@ def probe(data: bytes, *, max_pixels: int) -> Image.Image:
     return image
 
 
-def _open(data: bytes, *, max_pixels: int) -> Image.Image:
+def _open(data: bytes, *, max_pixels: int) -> ImageFile.ImageFile:
     try:
         return Image.open(io.BytesIO(data), formats=DECODABLE_FORMATS)
     except Image.DecompressionBombError as exc:  # Pillow's own, far higher guard
