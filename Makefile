@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install serve lint test test-fast bench soak clean
+.PHONY: install serve lint test test-fast bench soak compare-faces clean
 
 # torch is installed first and pinned to the CPU build, so nothing pulls the CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -43,6 +43,11 @@ bench: install
 
 soak: install
 	$(BIN)/python -m benchmarks.soak
+
+# The face-detector comparison needs the other candidate, OpenCV 4.x (160 MB, not served).
+compare-faces: install
+	$(BIN)/pip install --quiet -e '.[test,compare]'
+	$(BIN)/python -m benchmarks.faces
 
 clean:
 	rm -rf $(VENV) build *.egg-info
