@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from benchmarks.common import PHOTOS, ROOT, machine
 from benchmarks.report import replace_section
@@ -32,7 +32,7 @@ from deployments.core.faces import Box
 from deployments.core.network import Generator
 from deployments.core.settings import Crop
 from deployments.core.weights import seeded_state_dict
-from tests.portraits import Portrait, portraits
+from tests.portraits import Portrait, corner, portraits
 
 Detector = Callable[[np.ndarray], list[Box]]
 
@@ -180,6 +180,7 @@ def main() -> None:
             f"| {ms:.0f} | {installed_mb(candidate.package):.0f} |"
         )
     lines += ["", *NOT_COMPARED, "", *cost_beside_the_model(photos)]
+    draw_example(corner())
     report = "\n".join(lines)
     path = ROOT / "benchmarks" / "RESULTS.md"
     path.write_text(replace_section(path.read_text() if path.exists() else "", "faces", report))
@@ -208,6 +209,41 @@ def cost_beside_the_model(photos: list[bytes]) -> list[str]:
         f"inference at 512 px on {torch.get_num_threads()} threads: {inference:.0f} ms. Finding "
         f"the face adds {added:.0f} ms, {100 * added / inference:.0f}% of the inference.",
     ]
+
+
+def draw_example(picture: Portrait, side: int = 300) -> None:
+    """docs/face-crop.png: the photo with both squares, what each crop gives the model, and the
+    face crop stylized (seeded weights: texture, not anime)."""
+    photo = imaging.decode(picture.data, max_pixels=10**9)
+    panels = []
+    boxes = {}
+    for crop in ("square", "face"):
+        pixels, cut = imaging.load(picture.data, size=side, crop=crop, max_pixels=10**9)
+        panels.append((f"crop={crop}: {cut.how} {cut.box.width} px", Image.fromarray(pixels)))
+        boxes[crop] = cut.box
+    network = Generator()
+    network.load_state_dict(seeded_state_dict(0))
+    (stylized,) = Engine({"s": network}, precision="fp32").run("s", [np.asarray(panels[1][1])])
+    panels.append(("crop=face, stylized (seeded)", Image.fromarray(stylized)))
+    overview = photo.copy()
+    overview.thumbnail((side * 16 // 9, side))
+    scale = overview.width / photo.width
+    draw = ImageDraw.Draw(overview)
+    for crop, colour in (("square", (255, 255, 255)), ("face", (40, 220, 90))):
+        box = boxes[crop].scaled(scale)
+        draw.rectangle(
+            (box.x, box.y, box.x + box.width, box.y + box.height), outline=colour, width=3
+        )
+    panels.insert(0, ("the upload: white crop=square, green crop=face", overview))
+    gap, caption = 12, 22
+    width = sum(image.width for _, image in panels) + gap * (len(panels) + 1)
+    sheet = Image.new("RGB", (width, side + caption + 2 * gap), (250, 250, 250))
+    x = gap
+    for title, image in panels:
+        sheet.paste(image, (x, gap + caption))
+        ImageDraw.Draw(sheet).text((x, gap), title, fill=(30, 30, 30))
+        x += image.width + gap
+    sheet.save(ROOT / "docs" / "face-crop.png", optimize=True)
 
 
 if __name__ == "__main__":

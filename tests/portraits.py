@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 
 from PIL import Image
 
@@ -89,7 +90,7 @@ def two_sizes() -> Portrait:
 
 def faceless() -> list[Portrait]:
     """Pictures with no face: a street without people, its sky and road, a flat colour."""
-    street = Image.open(STREET).convert("RGB")
+    street = _open(STREET)
     flat = Image.new("RGB", (800, 600), (200, 120, 90))
     return [
         Portrait("street", _jpeg(street), street.size, ()),
@@ -110,7 +111,12 @@ def _face_of_head(zoom: int, at: tuple[int, int]) -> Box:
 
 @cache
 def _photo() -> Image.Image:
-    return Image.open(PHOTO).convert("RGB")
+    return _open(PHOTO)
+
+
+def _open(path: Path) -> Image.Image:
+    with Image.open(path) as image:
+        return image.convert("RGB")
 
 
 def _head(zoom: int) -> Image.Image:
@@ -122,7 +128,7 @@ def _zoomed(picture: Image.Image, zoom: int) -> Image.Image:
 
 
 def _street(width: int, height: int) -> Image.Image:
-    return Image.open(STREET).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+    return _open(STREET).resize((width, height), Image.Resampling.BICUBIC)
 
 
 def _jpeg(picture: Image.Image, **save: object) -> bytes:

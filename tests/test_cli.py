@@ -18,6 +18,7 @@ from deployments.cli import main
 from deployments.core import imaging, weights
 from deployments.core.settings import Settings
 from tests.conftest import FileServer, jpeg_bytes, smooth_picture
+from tests.portraits import PHOTO, corner
 from tests.reference import reference_stylize
 
 SCRIPT = Path(sys.executable).with_name("animegan-serve")
@@ -201,3 +202,30 @@ def test_the_ray_free_core_imports_without_ray() -> None:
 def test_the_http_layer_does_not_import_the_ingress() -> None:
     code = "import sys, deployments.http; assert 'deployments.ingress' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.skipif(not PHOTO.exists(), reason=f"needs {PHOTO} (../shared)")
+def test_crop_face_cuts_the_square_around_the_face(
+    tmp_path: Path, seeded_weights_dir: Path
+) -> None:
+    portrait = corner()
+    (tmp_path / "corner.jpg").write_bytes(portrait.data)
+    out = tmp_path / "out"
+    result = cli(
+        "stylize",
+        str(tmp_path / "corner.jpg"),
+        "-o",
+        str(out),
+        "--style",
+        "paprika",
+        "--crop",
+        "face",
+        "--local",
+        env={"ANIMEGAN_WEIGHTS_DIR": str(seeded_weights_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    _, cut = imaging.load(portrait.data, size=512, crop="face", max_pixels=50_000_000)
+    assert cut.how == "face"
+    side = min(512, cut.box.width)
+    with Image.open(out / "corner.png") as written:
+        assert written.size == (side, side)
