@@ -148,6 +148,19 @@ def short_data() -> list[tuple[str, Callable[[], bytes]]]:
     ]
 
 
+def odd_pictures() -> list[tuple[str, Callable[[], bytes]]]:
+    """Valid pictures of odd shapes and modes, named."""
+    return [
+        ("1x1 pixel", lambda: png_bytes(Image.new("RGB", (1, 1), (200, 30, 30)))),
+        ("10000x10 strip", lambda: png_bytes(Image.new("RGB", (10_000, 10), (0, 90, 200)))),
+        (
+            "cmyk jpeg",
+            lambda: saved(Image.fromarray(smooth_picture(40, 30)).convert("CMYK"), "JPEG"),
+        ),
+        ("16-bit png", lambda: png_bytes(Image.new("I;16", (40, 30), 40_000))),
+    ]
+
+
 @dataclass(frozen=True)
 class Upload:
     """One request and its documented answer: status 200 (code None) or an error code."""
@@ -228,19 +241,12 @@ def corpus(max_upload_bytes: int) -> list[Upload]:
             "jpeg declaring 50000x50000", lambda: jpeg_declaring(50_000, 50_000), 413, "too_large"
         ),
         # Odd but valid pictures: each comes back as a picture
-        Upload("1x1 pixel", lambda: png_bytes(Image.new("RGB", (1, 1), (200, 30, 30))), PICTURE),
-        Upload(
-            "10000x10 strip",
-            lambda: png_bytes(Image.new("RGB", (10_000, 10), (0, 90, 200))),
-            PICTURE,
-            params={"size": "64"},
+        *(Upload(name, body, PICTURE, params={"size": "64"}) for name, body in odd_pictures()),
+        # The same odd pictures with a face asked for: no face, so the centre square
+        *(
+            Upload(f"{name}, crop=face", body, PICTURE, params={"crop": "face", "size": "64"})
+            for name, body in odd_pictures()
         ),
-        Upload(
-            "cmyk jpeg",
-            lambda: saved(Image.fromarray(smooth_picture(40, 30)).convert("CMYK"), "JPEG"),
-            PICTURE,
-        ),
-        Upload("16-bit png", lambda: png_bytes(Image.new("I;16", (40, 30), 40_000)), PICTURE),
         Upload("palette png with transparency", palette_with_transparency, PICTURE),
         Upload("animated gif", lambda: animated("GIF"), PICTURE),
         Upload("animated webp", lambda: animated("WEBP"), PICTURE),
