@@ -22,6 +22,13 @@ $(CHROMIUM):
 	export DEBIAN_FRONTEND=noninteractive; apt-get install -y chromium || \
 		{ apt-get update && apt-get install -y chromium; }
 
+# The Redis tests run Debian's redis-server, started and stopped by the tests themselves.
+REDIS := /usr/bin/redis-server
+$(REDIS):
+	@test "$$(id -u)" = 0 || { echo "the Redis tests need Debian's redis-server: sudo apt-get install redis-server"; exit 1; }
+	export DEBIAN_FRONTEND=noninteractive; apt-get install -y redis-server || \
+		{ apt-get update && apt-get install -y redis-server; }
+
 serve: install
 	$(BIN)/serve run serve_config.yaml
 
@@ -31,11 +38,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM)
+test: lint $(CHROMIUM) $(REDIS)
 	$(BIN)/python -m pytest
 
 # The tests that need no Ray cluster and no browser: seconds, for the edit-test loop.
-test-fast: install
+test-fast: install $(REDIS)
 	$(BIN)/python -m pytest -m "not cluster"
 
 bench: install

@@ -35,6 +35,7 @@ from .core.errors import (
 )
 from .core.job_watch import JobWatch
 from .core.options import StylizeOptions
+from .core.redis_tier import RedisTier
 from .core.replica_stats import summarize
 from .core.result_store import ResultStore
 from .core.results import CacheOutcome, Picture, StyleStatus, Stylized
@@ -77,6 +78,21 @@ class Ingress:
         )
         self.hot: ResultStore[Picture] = ResultStore(
             settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s
+        )
+        self._redis_metric = metrics.Counter(
+            "animegan_redis_unavailable", "Calls to the Redis cache that failed or were skipped."
+        )
+        self.redis = (
+            RedisTier(
+                settings.cache_redis_url.get_secret_value(),
+                prefix=settings.cache_redis_prefix,
+                ttl_s=settings.cache_ttl_s,
+                timeout_s=settings.cache_redis_timeout_s,
+                max_value_bytes=settings.cache_redis_max_value_bytes,
+                on_unavailable=self._redis_metric.inc,
+            )
+            if settings.cache_redis_url is not None
+            else None
         )
         self.scheduler = SchedulerClient(
             settings,
@@ -209,6 +225,11 @@ class Ingress:
                 self.hot.put(key, settled.picture)
                 return self._answered(settled.picture, key, "shared", options, counter="shared")
         claimed = isinstance(found, Claimed)  # else: the cache is down, or the claim released
+        stored = await self._from_redis(key)
+        if stored is not None:
+            if claimed:  # it wakes this key's waiters, and the cluster cache has it again
+                self._in_background(self.cache.put(key, stored))
+            return self._answered(stored, key, "hit", options, counter="redis_hits")
         line = (
             self.scheduler.turn(client, key)
             if client is not None
@@ -231,9 +252,18 @@ class Ingress:
                 self._in_background(self.cache.release(key))
             raise
         self.hot.put(key, picture)
-        # Waiters are woken by the put; this request need not wait for it.
+        # Waiters are woken by the put; this request need not wait for it, nor for Redis.
         self._in_background(self.cache.put(key, picture))
+        if self.redis is not None:
+            self._in_background(self.redis.put(key, picture))
         return self._answered(picture, key, "miss", options, counter="misses")
+
+    async def _from_redis(self, key: str) -> Picture | None:
+        """The result kept in Redis (the third tier), put in this replica's hot cache."""
+        stored = await self.redis.get(key) if self.redis is not None else None
+        if stored is not None:
+            self.hot.put(key, stored)
+        return stored
 
     async def compute(self, image: bytes, options: StylizeOptions) -> Picture:
         """Decode (and find the face) here, infer on the model deployment, encode here."""
@@ -280,6 +310,10 @@ class Ingress:
         pipeline.check_upload(image, self.settings)  # a header parse: no thread needed
         if await self.cache.get(key) is not None:
             return await self.scheduler.record_done(job_id, client, key)
+        stored = await self._from_redis(key)
+        if stored is not None:  # /v1/results asks the cluster cache first: put it there
+            await self.cache.put(key, stored)
+            return await self.scheduler.record_done(job_id, client, key)
         return await self.scheduler.submit(job_id, client, key, (key, image, options))
 
     async def job_view(self, job_id: str) -> JobView:
@@ -298,6 +332,8 @@ class Ingress:
             picture = self.hot.get(key)
             if picture is None:
                 picture = await self.cache.get(key)
+            if picture is None:
+                picture = await self._from_redis(key)
             if picture is not None:
                 return picture
         raise UnknownResult(f"no result {key!r}: never computed, or evicted since; submit again")
@@ -408,6 +444,7 @@ class Ingress:
                 **self.outcomes,
                 "hot_cache": self.hot.stats(),
                 "cache_unavailable": self.cache.unavailable,
+                "redis": None if self.redis is None else self.redis.stats(),
                 "line_unavailable": self.scheduler.unavailable,
                 "shed_here": self.scheduler.busy.refused + self.scheduler.full.refused,
                 "jobs_running": self._jobs_running,

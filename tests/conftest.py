@@ -262,3 +262,12 @@ def crowd(service: Service) -> Iterator[str]:
         ingress_replicas=2,
     )
     serve.delete("crowd")
+
+
+def ray_log_files() -> list[Path]:
+    """Every log file of the session cluster's node, as they are now."""
+    import ray
+
+    node = ray._private.worker._global_node
+    assert node is not None
+    return [p for p in Path(node.get_logs_dir_path()).rglob("*") if p.is_file()]

@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from deployments.core.settings import Settings
-from tests.conftest import API_KEY, ROOT, Service, smooth_picture
+from tests.conftest import API_KEY, ROOT, Service, ray_log_files, smooth_picture
 from tests.test_cli import cli
 
 pytestmark = pytest.mark.timeout(600)
@@ -93,7 +93,6 @@ def test_the_cli_sends_the_key_from_the_environment(locked_service: str, tmp_pat
 
 
 def test_logs_hold_neither_image_bytes_nor_the_key(locked_service: str, service: Service) -> None:
-    import ray
 
     bearer = {"Authorization": f"Bearer {API_KEY}"}
     for params in ({"size": "32"}, {"size": "-1"}, {"style": "nope"}):  # a success and refusals
@@ -105,10 +104,7 @@ def test_logs_hold_neither_image_bytes_nor_the_key(locked_service: str, service:
             timeout=60,
         )
     httpx.post(f"{locked_service}/v1/stylize", content=marked_jpeg(), timeout=60)  # no key
-    node = ray._private.worker._global_node
-    assert node is not None
-    logs = Path(node.get_logs_dir_path())
-    files = [p for p in logs.rglob("*") if p.is_file()]
+    files = ray_log_files()
     assert files
     for path in files:
         content = path.read_bytes()

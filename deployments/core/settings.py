@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     cache_ttl_s: float | None = Field(default=None, gt=0)
     local_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # A third tier that outlives the cluster: redis://[:password@]host:port/db (rediss:// for
+    # TLS). A secret: it may carry the password, so pass it as ANIMEGAN_CACHE_REDIS_URL.
+    cache_redis_url: SecretStr | None = None
+    cache_redis_prefix: str = Field(default="animegan:v1:", min_length=1)
+    cache_redis_timeout_s: float = Field(default=0.5, gt=0)
+    cache_redis_max_value_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
 
     # Batching and deadlines (Serve application)
     adaptive_batching: bool = True  # False: always wait for max_batch_size (the seed's way)
