@@ -57,6 +57,7 @@ def test_serve_args_fill_the_model_but_the_environment_wins(
         {"default_style": "paprika", "styles": ["celeba_distill"]},
         {"default_size": 5000},
         {"unknown_option": 1},
+        {"cache_redis_url": "http://cache:6379"},
     ],
 )
 def test_invalid_settings_are_refused(bad: dict) -> None:
@@ -68,3 +69,10 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`{name}`" not in readme]
     assert missing == []
+
+
+def test_the_redis_password_is_a_secret_in_every_printout() -> None:
+    settings = Settings(cache_redis_url="redis://:hunter2-hunter2@cache:6379/0")  # type: ignore[arg-type]
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    assert settings.cache_redis_url is not None
+    assert settings.cache_redis_url.get_secret_value().endswith("@cache:6379/0")

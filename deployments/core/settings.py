@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("cache_redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        schemes = ("redis://", "rediss://", "unix://")
+        if value is not None and not value.get_secret_value().startswith(schemes):
+            raise ValueError(f"cache_redis_url must start with {', '.join(schemes)}")
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         known = set(OFFICIAL_STYLES) | set(self.custom_styles)
