@@ -1,4 +1,4 @@
-"""The cluster-wide cache: one named actor around the core's `Coalescer`, and the client to it.
+"""The cluster-wide cache: named actors around the core's `Coalescer`, and the client to them.
 
 The client is what the ingress calls. It keeps every call short, and any failure of the actor
 (restarting, unreachable, too slow) means "go on without the cache": the answer is computed
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Any
 
 import ray
@@ -20,6 +21,7 @@ from .core.coalescer import Coalescer, Lookup, Released, Settled
 from .core.errors import AnimeGANError
 from .core.result_store import ResultStore
 from .core.results import Picture
+from .core.shard_ring import ShardRing
 
 log = logging.getLogger("ray.serve")
 
@@ -58,27 +60,31 @@ class CacheActor:
 
 
 class CacheClient:
-    """The ingress's side of the cache actor: short timeouts, and failures mean "without it"."""
+    """The ingress's side of the cache actors: short timeouts, and failures mean "without it".
+
+    With `shards` > 1 the keys are spread over that many actors by consistent hashing
+    (`ShardRing`), each holding its share of `max_bytes`.
+    """
 
     def __init__(
         self,
         *,
+        shards: int,
         max_bytes: int,
         ttl_s: float | None,
         claim_timeout_s: float,
         call_timeout_s: float,
     ) -> None:
-        self._actor_args = (max_bytes, ttl_s, claim_timeout_s)
-        self.actor = named_actor(CacheActor, CACHE_ACTOR_NAME, *self._actor_args)
+        self._actor_args = (max_bytes // shards, ttl_s, claim_timeout_s)
+        self.ring = ShardRing(shards)
+        self.actors = [self._found(shard) for shard in range(shards)]
         self.call_timeout_s = call_timeout_s
         self.unavailable = 0  # calls that failed or timed out: served without the cache
 
     async def get_or_claim(self, key: str) -> Lookup | None:
         """The cache's answer for `key` (see `Coalescer.get_or_claim`); None if it is down."""
         try:
-            found: Lookup = await self._call(
-                self.actor.get_or_claim.remote(key), self.call_timeout_s
-            )
+            found: Lookup = await self._call(key, "get_or_claim", self.call_timeout_s, key)
         except _CacheDown:
             return None
         return found
@@ -86,9 +92,7 @@ class CacheClient:
     async def get(self, key: str) -> Picture | None:
         """The stored result for `key`, claiming nothing; None if absent or the cache is down."""
         try:
-            found: Picture | None = await self._call(
-                self.actor.get.remote(key), self.call_timeout_s
-            )
+            found: Picture | None = await self._call(key, "get", self.call_timeout_s, key)
         except _CacheDown:
             return None
         return found
@@ -96,40 +100,65 @@ class CacheClient:
     async def wait(self, key: str, *, timeout_s: float) -> Settled:
         """How the claim on `key` was settled; `Released` if the cache failed us meanwhile."""
         try:
-            settled: Settled = await self._call(self.actor.wait.remote(key), timeout_s)
+            settled: Settled = await self._call(key, "wait", timeout_s, key)
         except _CacheDown:
             return Released()
         return settled
 
     async def put(self, key: str, picture: Picture) -> None:
-        await self._quietly(self.actor.put.remote(key, picture))
+        await self._quietly(key, "put", key, picture)
 
     async def fail(self, key: str, error: AnimeGANError) -> None:
-        await self._quietly(self.actor.fail.remote(key, error))
+        await self._quietly(key, "fail", key, error)
 
     async def release(self, key: str) -> None:
-        await self._quietly(self.actor.release.remote(key))
+        await self._quietly(key, "release", key)
 
     async def stats(self) -> dict[str, Any] | None:
+        """The shards' counters added up (None if every shard is down), and each shard's."""
+        answers = await asyncio.gather(
+            *(self._shard_stats(shard) for shard in range(len(self.actors)))
+        )
+        shards = [answer for answer in answers if answer is not None]
+        if not shards:
+            return None
+        total: Counter[str] = Counter()
+        for answer in shards:
+            total.update({k: v for k, v in answer.items() if isinstance(v, int)})
+        return {**total, "shards": len(self.actors), "shards_down": len(answers) - len(shards)}
+
+    async def _shard_stats(self, shard: int) -> dict[str, Any] | None:
         try:
-            stats: dict[str, Any] = await self._call(self.actor.stats.remote(), self.call_timeout_s)
+            stats: dict[str, Any] = await self._on(shard, "stats", self.call_timeout_s)
         except _CacheDown:
             return None
         return stats
 
-    async def _quietly(self, ref: ray.ObjectRef) -> None:
+    async def _quietly(self, key: str, method: str, *args: Any) -> None:
         with contextlib.suppress(_CacheDown):
-            await self._call(ref, self.call_timeout_s)
+            await self._call(key, method, self.call_timeout_s, *args)
 
-    async def _call(self, ref: ray.ObjectRef, timeout_s: float) -> Any:
+    async def _call(self, key: str, method: str, timeout_s: float, *args: Any) -> Any:
+        return await self._on(self.ring.shard_of(key), method, timeout_s, *args)
+
+    async def _on(self, shard: int, method: str, timeout_s: float, *args: Any) -> Any:
         try:
+            ref = getattr(self.actors[shard], method).remote(*args)
             return await asyncio.wait_for(ref, timeout_s)
         except (TimeoutError, ray.exceptions.RayError) as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError):  # restarts exhausted: a new one
-                self.actor = named_actor(CacheActor, CACHE_ACTOR_NAME, *self._actor_args)
+                self.actors[shard] = self._found(shard)
             self.unavailable += 1
             log.warning("cache actor unavailable (%s); serving without it", type(exc).__name__)
             raise _CacheDown from exc
+
+    def _found(self, shard: int) -> ray.actor.ActorHandle:
+        return named_actor(CacheActor, shard_name(shard), *self._actor_args)
+
+
+def shard_name(shard: int) -> str:
+    """The actor of one shard; the first keeps the name of the single actor it once was."""
+    return CACHE_ACTOR_NAME if shard == 0 else f"{CACHE_ACTOR_NAME}-{shard}"
 
 
 class _CacheDown(Exception):

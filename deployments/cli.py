@@ -370,7 +370,10 @@ def stats(url: str) -> None:
     cache = figures["cache"]
     out.print(_pairs("cluster cache", cache) if cache else "[yellow]cluster cache: unavailable")
     ingress = dict(figures["ingress"])
+    redis = ingress.pop("redis", None)
     out.print(_pairs("this ingress replica", {**ingress.pop("hot_cache"), **ingress}))
+    if redis is not None:
+        out.print(_pairs("redis, as this ingress replica sees it", redis))
     model = figures["model"]
     sizes = ", ".join(f"{size}: {count}" for size, count in model["batch_sizes"].items()) or "none"
     out.print(
@@ -411,7 +414,7 @@ def stats(url: str) -> None:
 def _pairs(title: str, values: dict[str, object]) -> Table:
     table = Table("counter", "value", title=title, title_justify="left")
     for name, value in values.items():
-        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        shown = f"{value:,}" if type(value) is int else str(value)  # not for True/False
         table.add_row(name.replace("_", " "), shown)
     return table
 

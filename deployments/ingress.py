@@ -71,6 +71,7 @@ class Ingress:
         self.settings = settings
         self.model = model
         self.cache = CacheClient(
+            shards=settings.cache_shards,
             max_bytes=settings.cache_max_bytes,
             ttl_s=settings.cache_ttl_s,
             claim_timeout_s=settings.request_timeout_s,

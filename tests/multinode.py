@@ -2,7 +2,8 @@
 
 Run by tests/test_serve_multinode.py in its own process (a process holds one Ray cluster, and
 the test session already has one). Prints one JSON report on its last line.
-Usage: python -m tests.multinode WEIGHTS_DIR PORT
+The cache is two shards (two actors) with a Redis tier behind them.
+Usage: python -m tests.multinode WEIGHTS_DIR PORT REDIS_URL
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import ray
+from pydantic import SecretStr
 from ray import serve
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -21,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from benchmarks.common import wait_healthy
 from deployments.actors import NAMESPACE
 from deployments.app import APP_NAME, compose
-from deployments.cache import CACHE_ACTOR_NAME
+from deployments.cache import shard_name
 from deployments.core.settings import Settings
 from tests.conftest import jpeg_bytes, smooth_picture
 
@@ -37,7 +39,7 @@ def on(node_id: str) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
-def main(weights_dir: str, port: int) -> dict[str, Any]:
+def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
@@ -52,6 +54,8 @@ def main(weights_dir: str, port: int) -> dict[str, Any]:
             styles=["paprika"],
             adaptive_batching=False,
             max_batch_size=1,
+            cache_shards=2,
+            cache_redis_url=SecretStr(redis_url),
         )
         serve.run(
             compose(
@@ -105,7 +109,9 @@ def main(weights_dir: str, port: int) -> dict[str, Any]:
                 r["node"]: r["inferences"] for r in stats["model"]["per_replica"].values()
             },
             "cache": stats["cache"],
-            "cache_actors": named.count((NAMESPACE, CACHE_ACTOR_NAME)),
+            "cache_actors": [
+                shard_name(i) for i in range(4) if (NAMESPACE, shard_name(i)) in named
+            ],
             "after_worker_loss": after_loss,
         }
     finally:
@@ -115,4 +121,4 @@ def main(weights_dir: str, port: int) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], int(sys.argv[2]))))
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), sys.argv[3])))

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # Cache (Serve application)
     cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     cache_ttl_s: float | None = Field(default=None, gt=0)
+    # Cache actors the keys are spread over (consistent hashing); cache_max_bytes is their total.
+    cache_shards: int = Field(default=1, ge=1, le=64)
     local_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     # A third tier that outlives the cluster: redis://[:password@]host:port/db (rediss:// for
     # TLS). A secret: it may carry the password, so pass it as ANIMEGAN_CACHE_REDIS_URL.
