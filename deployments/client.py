@@ -50,13 +50,7 @@ class Client:
         `on_status` hears each status the job reaches (queued, running, done, failed). A job
         done at submission was cached (`hit`).
         """
-        job = self._send("POST", "/v1/jobs", content=image, params=_params(options)).json()
-        on_status(job["status"])
-        cached = job["status"] == "done"
-        while job["status"] not in ("done", "failed"):
-            job = self._follow(job, on_status)
-        if job["status"] == "failed":
-            raise error_from_code(job["error"]["code"], job["error"]["message"])
+        job, cached = self.run_job(image, options, on_status)
         answer = self._send("GET", str(self.http.base_url.join(job["result"])))
         return Stylized(
             Picture(answer.content, Cut.parse(answer.headers["x-crop"])),
@@ -64,6 +58,28 @@ class Client:
             "hit" if cached else "miss",
             options,
         )
+
+    def run_job(
+        self,
+        image: bytes,
+        options: StylizeOptions,
+        on_status: Callable[[str], None] = lambda status: None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Submit a job and follow it to `done`: its JSON, and whether it was done at
+        submission (cached); raises the typed error of a job that failed."""
+        job = self._send("POST", "/v1/jobs", content=image, params=_params(options)).json()
+        on_status(job["status"])
+        cached = job["status"] == "done"
+        while job["status"] not in ("done", "failed"):
+            job = self._follow(job, on_status)
+        if job["status"] == "failed":
+            raise error_from_code(job["error"]["code"], job["error"]["message"])
+        return job, cached
+
+    def line_queued(self) -> int:
+        """Requests and jobs waiting for the model now (0 when the line is unknown)."""
+        line = self.stats().get("line") or {}
+        return int(line.get("queued", 0))
 
     def _follow(self, job: dict[str, Any], on_status: Callable[[str], None]) -> dict[str, Any]:
         """The job's events until its end (or until the stream breaks: then its state now)."""

@@ -1,7 +1,9 @@
-"""Which image files a `stylize` run converts, where each result goes, and running them."""
+"""Which image files a `stylize` run converts, where each result goes, and running them; and
+`warm`'s run: pictures sent through the server only to leave their results in its cache."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -54,7 +56,7 @@ def plan_jobs(
     jobs = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(_images_in(item, recursive=recursive, exclude=output_dir))
+            found = sorted(images_in(item, recursive=recursive, exclude=output_dir))
             jobs += [Job(p, output_dir / p.relative_to(item).with_suffix(suffix)) for p in found]
         else:
             jobs.append(Job(item, output_dir / Path(item.name).with_suffix(suffix)))
@@ -69,14 +71,16 @@ def plan_jobs(
     return jobs
 
 
-def _images_in(folder: Path, *, recursive: bool, exclude: Path) -> Iterator[Path]:
+def images_in(
+    folder: Path, *, recursive: bool = False, exclude: Path | None = None
+) -> Iterator[Path]:
     """Image files in `folder` (and its subfolders), leaving out hidden ones and `exclude`."""
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
-            if recursive and entry.resolve() != exclude.resolve():
-                yield from _images_in(entry, recursive=True, exclude=exclude)
+            if recursive and (exclude is None or entry.resolve() != exclude.resolve()):
+                yield from images_in(entry, recursive=True, exclude=exclude)
         elif entry.suffix.lower() in IMAGE_SUFFIXES:
             yield entry
 
@@ -115,3 +119,47 @@ def run_job(job: Job, options: StylizeOptions, convert: Convert) -> Stylized | s
     except OSError as exc:
         return f"{job.source}: {exc.strerror or exc}"
     return result
+
+
+@dataclass
+class WarmSummary:
+    """What a `warm` run did."""
+
+    warmed: int = 0
+    cached: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return f"{self.warmed} warmed, {self.cached} already cached, {len(self.failures)} failed"
+
+
+def warm_all(
+    pictures: list[Path],
+    option_sets: list[StylizeOptions],
+    run: Callable[[bytes, StylizeOptions], bool],
+    line_queued: Callable[[], int],
+    *,
+    on_done: Callable[[str | None], None] = lambda failure: None,
+    poll_s: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WarmSummary:
+    """Every picture with every option set, one at a time, each sent only once nobody waits for
+    the model (`line_queued()` is 0), so warming never crowds out real requests. `run` sends
+    one and says whether it was cached already; `on_done` hears each failure line or None."""
+    summary = WarmSummary()
+    for path in pictures:
+        data = path.read_bytes()
+        for options in option_sets:
+            while line_queued() > 0:
+                sleep(poll_s)
+            try:
+                cached = run(data, options)
+            except AnimeGANError as exc:
+                failure = f"{path} ({options.style}): {exc.code}: {exc.message}"
+                summary.failures.append(failure)
+                on_done(failure)
+                continue
+            summary.cached += cached
+            summary.warmed += not cached
+            on_done(None)
+    return summary

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
+from .core.examples import Example
 from .core.imaging import MEDIA_TYPES, media_type_of
 from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
@@ -63,6 +64,10 @@ class Service(Protocol):
     async def cancel_job(self, job_id: str) -> None: ...
 
     async def result(self, key: str) -> Picture: ...
+
+    def examples_view(self, root: str = ...) -> list[dict[str, Any]]: ...
+
+    def example(self, name: str) -> Example: ...
 
     async def styles(self, *, wait_s: float = ...) -> list[StyleStatus]: ...
 
@@ -145,6 +150,15 @@ def build_http_app(service: Service) -> Starlette:
             },
         )
 
+    async def examples(request: Request) -> Response:
+        return JSONResponse(service.examples_view(root_of(request)))
+
+    async def example(request: Request) -> Response:
+        found = service.example(request.path_params["name"])
+        return Response(
+            found.data, media_type=found.media_type, headers={"Cache-Control": "no-cache"}
+        )
+
     async def styles(request: Request) -> Response:
         return JSONResponse(
             [
@@ -179,6 +193,8 @@ def build_http_app(service: Service) -> Starlette:
             Route("/v1/jobs/{job_id}", guarded(cancel_job, key), methods=["DELETE"]),
             Route("/v1/jobs/{job_id}/events", guarded(job_events, key), methods=["GET"]),
             Route("/v1/results/{key}", guarded(result, key), methods=["GET"]),
+            Route("/v1/examples", guarded(examples, key), methods=["GET"]),
+            Route("/v1/examples/{name}", guarded(example, key), methods=["GET"]),
             Route("/v1/styles", guarded(styles, key), methods=["GET"]),
             Route("/v1/stats", guarded(stats, key), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),  # for load balancers: says only ok or not

@@ -30,9 +30,11 @@ from .core.errors import (
     StyleNotReady,
     Timeout,
     TooLarge,
+    UnknownExample,
     UnknownResult,
     UnknownStyle,
 )
+from .core.examples import Example, load_examples
 from .core.job_watch import JobWatch
 from .core.options import StylizeOptions
 from .core.redis_tier import RedisTier
@@ -52,6 +54,8 @@ STYLES_FRESH_S = 5.0  # how long the model's style list is trusted
 MODEL_ATTEMPTS = 2
 CALL_TIMEOUT_S = 2.0  # a named actor slower than this is treated as down
 HANDLE_CLIENT = "handle"  # Python handle callers share one place in the line's rotation
+EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
+WARM_POLL_S = 1.0  # how often the warming looks whether the line has emptied
 MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -119,6 +123,17 @@ class Ingress:
         loop = asyncio.get_running_loop()
         self._styles_refresh = loop.create_task(self._refresh_styles(settings.request_timeout_s))
         self._runner = loop.create_task(self._run_jobs())
+        self.examples = (
+            load_examples(
+                settings.examples_dir,
+                max_bytes=settings.max_upload_bytes,
+                max_pixels=settings.max_pixels,
+            )
+            if settings.examples_dir is not None
+            else []
+        )
+        self._examples_ready: dict[tuple[str, str], str] = {}  # (example, style) -> result key
+        self._warmer = loop.create_task(self._warm_examples()) if self.examples else None
 
     def __serve_build_asgi_app__(self) -> Starlette:
         return build_http_app(self)
@@ -432,6 +447,57 @@ class Ingress:
         if self._styles:
             raise UnknownStyle(f"unknown style {style!r}")
         raise Overloaded("the model deployment is still starting; retry in a few seconds")
+
+    # Examples: warmed at start-up, listed for the page
+
+    async def _warm_examples(self) -> None:
+        """Every example in every ready style, one at a time, and only while nobody waits for
+        the model: warming never crowds out real requests."""
+        while True:  # the model deployment may still be starting
+            styles = await self.styles()
+            if styles:
+                break
+            await asyncio.sleep(WARM_POLL_S)
+        for example in self.examples:
+            for style in (s.name for s in styles if s.ready):
+                options = StylizeOptions.build(self.settings, style=style)
+                while True:
+                    line = await self.scheduler.stats()
+                    if line is not None and line["queued"] == 0:
+                        try:
+                            result = await self.process(example.data, options, EXAMPLES_CLIENT)
+                        except Overloaded:
+                            pass  # the line filled meanwhile: later
+                        except AnimeGANError as exc:
+                            log.warning("example %s (%s): %s", example.name, style, exc.message)
+                            break
+                        else:
+                            self._examples_ready[(example.name, style)] = result.key
+                            break
+                    await asyncio.sleep(WARM_POLL_S)
+        log.info("%d examples warmed", len(self.examples))
+
+    def examples_view(self, root: str = "") -> list[dict[str, Any]]:
+        """`GET /v1/examples`: each example's original, and its result in each style warmed."""
+        return [
+            {
+                "name": example.name,
+                "original": f"{root}/v1/examples/{example.name}",
+                "results": {
+                    style: f"{root}/v1/results/{key}"
+                    for (name, style), key in self._examples_ready.items()
+                    if name == example.name
+                },
+            }
+            for example in self.examples
+        ]
+
+    def example(self, name: str) -> Example:
+        """One example picture, for `GET /v1/examples/{name}`."""
+        for example in self.examples:
+            if example.name == name:
+                return example
+        raise UnknownExample(f"no example {name[:100]!r}; GET /v1/examples lists them")
 
     async def stats(self) -> dict[str, Any]:
         """The cluster cache's counters, the line's, this replica's outcomes, the model's."""

@@ -201,6 +201,27 @@ def deploy_side_app(
     return url
 
 
+EXAMPLE_PICTURES = {
+    f"example{i}.jpg": jpeg_bytes(smooth_picture(80, 60, seed=7900 + i)) for i in (0, 1)
+}
+
+
+@pytest.fixture(scope="session")
+def examples_app(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second app with two example pictures in `examples_dir`, warmed at start-up (one style)."""
+    from ray import serve
+
+    folder = tmp_path_factory.mktemp("examples")
+    for name, data in EXAMPLE_PICTURES.items():
+        (folder / name).write_bytes(data)
+    (folder / "readme.txt").write_text("not a picture: left out")
+    settings = Settings(
+        precision="fp32", weights_dir=service.weights_dir, styles=["paprika"], examples_dir=folder
+    )
+    yield deploy_side_app(service, "examples", settings)
+    serve.delete("examples")
+
+
 @pytest.fixture(scope="session")
 def locked_service(service: Service) -> Iterator[str]:
     """A second app that asks for `API_KEY` (one style)."""

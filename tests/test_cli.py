@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deployments.cli import main
-from deployments.core import imaging, weights
+from deployments.core import errors, imaging, weights
+from deployments.core.options import StylizeOptions
 from deployments.core.settings import Settings
 from tests.conftest import FileServer, jpeg_bytes, smooth_picture
 from tests.portraits import PHOTO, corner
@@ -229,3 +230,39 @@ def test_crop_face_cuts_the_square_around_the_face(
     side = min(512, cut.box.width)
     with Image.open(out / "corner.png") as written:
         assert written.size == (side, side)
+
+
+def test_warming_waits_until_nobody_waits_for_the_model(tmp_path: Path) -> None:
+    from deployments.files import warm_all
+
+    (tmp_path / "a.jpg").write_bytes(b"a")
+    (tmp_path / "b.jpg").write_bytes(b"b")
+    settings = Settings(styles=["paprika", "celeba_distill"])
+    option_sets = [StylizeOptions.build(settings, style=s) for s in settings.styles]
+    queued = iter([2, 1, 0, 0, 3, 0, 0, 0])  # what the line says each time it is asked
+    events: list[str] = []
+
+    def run(image: bytes, options: StylizeOptions) -> bool:
+        events.append(f"run {image.decode()} {options.style}")
+        if image == b"b" and options.style == "celeba_distill":
+            raise errors.InvalidImage("broken")
+        return image == b"a" and options.style == "paprika"  # that one was cached
+
+    summary = warm_all(
+        [tmp_path / "a.jpg", tmp_path / "b.jpg"],
+        option_sets,
+        run,
+        lambda: next(queued),
+        sleep=lambda s: events.append("wait"),
+    )
+    assert events == [
+        "wait",
+        "wait",
+        "run a paprika",
+        "run a celeba_distill",
+        "wait",
+        "run b paprika",
+        "run b celeba_distill",
+    ]
+    assert summary.line() == "2 warmed, 1 already cached, 1 failed"
+    assert "b.jpg (celeba_distill): invalid_image: broken" in summary.failures[0]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_network
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from deployments.core import errors
 from deployments.core.errors import AnimeGANError
+from deployments.core.examples import Example
 from deployments.core.faces import Box
 from deployments.core.imaging import Cut
 from deployments.core.options import StylizeOptions
@@ -78,6 +80,14 @@ class StandIn:
         if key != KEY:
             raise errors.UnknownResult(f"no result {key!r}")
         return Picture(b"\x89PNG\r\n\x1a\n picture", CUT)
+
+    def examples_view(self, root: str = "") -> list[dict[str, Any]]:
+        return [{"name": "cat.jpg", "original": f"{root}/v1/examples/cat.jpg", "results": {}}]
+
+    def example(self, name: str) -> Example:
+        if name != "cat.jpg":
+            raise errors.UnknownExample(f"no example {name!r}")
+        return Example("cat.jpg", b"\xff\xd8\xff cat", "image/jpeg")
 
     async def styles(self, *, wait_s: float = 5.0) -> list[StyleStatus]:
         return [
@@ -388,6 +398,16 @@ def test_a_result_is_immutable_and_typed_by_its_bytes(http: tuple[TestClient, St
     assert answer.headers["x-crop"] == "face 10,20,300,300"
     missing = client.get(f"/v1/results/{'0' * 64}")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_result")
+
+
+def test_examples_are_listed_and_served(http: tuple[TestClient, StandIn]) -> None:
+    client, _ = http
+    listed = client.get("/v1/examples").json()
+    assert listed == [{"name": "cat.jpg", "original": "/v1/examples/cat.jpg", "results": {}}]
+    picture = client.get("/v1/examples/cat.jpg")
+    assert picture.headers["content-type"] == "image/jpeg" and picture.content.endswith(b"cat")
+    missing = client.get("/v1/examples/dog.jpg")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "unknown_example")
 
 
 def test_job_routes_need_the_api_key_when_one_is_set() -> None:

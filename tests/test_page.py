@@ -12,6 +12,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
 from tests.portraits import PHOTO, faceless, pair
+from tests.test_serve_examples import warmed
 from tests.test_serve_jobs import idle
 
 pytestmark = pytest.mark.timeout(600)
@@ -253,3 +254,21 @@ def test_a_face_crop_says_whether_it_found_the_face(page: Page, tmp_path: Path) 
         (after_w, after_h), (before_w, before_h) = sizes
         assert after_w == after_h and before_w == before_h
         assert before_w >= after_w  # the original's box, before the shrink to 256
+
+
+def test_an_example_shows_its_result_at_once_from_the_cache(
+    browser: Browser, examples_app: str
+) -> None:
+    warmed(examples_app)
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(examples_app + "/")
+    expect(page.get_by_role("heading", name="Try an example")).to_be_visible()
+    examples = page.locator("#gallery button")
+    expect(examples).to_have_count(2)
+    expect(page.locator("#style option[value=paprika]")).to_be_enabled()
+    examples.first.click()
+    expect(page.locator("#cache")).to_have_text("hit", timeout=30_000)
+    assert page.eval_on_selector("#after", "img => img.complete && img.naturalWidth") == 80
+    expect(page.locator("#drop-text")).to_contain_text("example0.jpg")
+    context.close()

@@ -153,3 +153,30 @@ def test_cli_says_so_when_no_server_is_running(tmp_path: Path) -> None:
     result = cli("stylize", str(tmp_path / "a.jpg"), "-o", str(tmp_path), "--url", unused)
     assert result.returncode == 1 and "cannot reach animegan-serve" in result.stderr
     assert "cannot reach animegan-serve" in cli("stats", "--url", unused).stderr
+
+
+def test_warm_leaves_every_picture_cached_in_each_style(service: Service, tmp_path: Path) -> None:
+    import httpx
+
+    folder = tmp_path / "examples"
+    folder.mkdir()
+    pictures = [jpeg_bytes(smooth_picture(80, 60, seed=7700 + i)) for i in range(2)]
+    for i, data in enumerate(pictures):
+        (folder / f"example{i}.jpg").write_bytes(data)
+    (folder / "notes.txt").write_text("not a picture: left alone")
+    args = ("warm", str(folder), "--url", service.url, "--style", "paprika", "--size", "64")
+    first = cli(*args, "--style", "celeba_distill")
+    assert first.returncode == 0, first.stderr
+    assert "4 warmed, 0 already cached, 0 failed" in first.stderr
+    for data in pictures:  # the same request as warming made: a hit
+        answer = httpx.post(
+            f"{service.url}/v1/stylize",
+            content=data,
+            params={"style": "paprika", "size": 64},
+            timeout=60,
+        )
+        assert answer.headers["x-cache"] == "hit"
+    again = cli(*args)
+    assert "0 warmed, 2 already cached, 0 failed" in again.stderr
+    unknown = cli("warm", str(folder), "--url", service.url, "--style", "nope")
+    assert unknown.returncode == 2 and "unknown style" in unknown.stderr

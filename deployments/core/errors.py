@@ -7,6 +7,7 @@
     ├── UnknownStyle        404 unknown_style       a style that is not configured
     ├── UnknownJob          404 unknown_job         a job id never issued, or expired
     ├── UnknownResult       404 unknown_result      a result key not (or no longer) stored
+    ├── UnknownExample      404 unknown_example     not one of the examples_dir pictures
     ├── JobNotQueued        409 job_not_queued      only a queued job can be cancelled
     ├── Cancelled           409 cancelled           (a job's error) cancelled while queued
     ├── TooLarge            413 too_large           over the byte or pixel limits
@@ -71,6 +72,11 @@ class UnknownJob(AnimeGANError):
 
 class UnknownResult(AnimeGANError):
     code = "unknown_result"
+    http_status = 404
+
+
+class UnknownExample(AnimeGANError):
+    code = "unknown_example"
     http_status = 404
 
 

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     cache_redis_timeout_s: float = Field(default=0.5, gt=0)
     cache_redis_max_value_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
 
+    # Pictures warmed into the cache at start-up, for every ready style, and shown on the page
+    # as examples (a folder on every node that runs an ingress replica).
+    examples_dir: Path | None = None
+
     # Batching and deadlines (Serve application)
     adaptive_batching: bool = True  # False: always wait for max_batch_size (the seed's way)
     max_batch_size: int = Field(default=8, ge=1)
@@ -103,10 +107,10 @@ class Settings(BaseSettings):
     # Access (HTTP only: Python handles are callers inside the cluster)
     api_key: SecretStr | None = Field(default=None, min_length=16)
 
-    @field_validator("weights_dir")
+    @field_validator("weights_dir", "examples_dir")
     @classmethod
-    def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand_home(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
     @field_validator("cache_redis_url")
     @classmethod
