@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from deployments.cache import CACHE_ACTOR_NAME
 from deployments.core.settings import Settings
 from tests.conftest import Service, deploy_side_app, jpeg_bytes, ray_log_files, smooth_picture
 from tests.redis_server import RedisServer
+from tests.test_serve_examples import warmed
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -26,13 +28,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.kill()
 
 
-def redis_app(service: Service, name: str, url: str) -> str:
+def redis_app(service: Service, name: str, url: str, examples_dir: Path | None = None) -> str:
     settings = Settings(
         precision="fp32",
         weights_dir=service.weights_dir,
         styles=["paprika"],
         cache_redis_url=SecretStr(url),
         cache_redis_prefix=f"test-{name}:v1:",
+        examples_dir=examples_dir,
     )
     return deploy_side_app(service, name, settings)
 
@@ -55,24 +58,27 @@ def empty_the_cluster_cache() -> None:
     ray.kill(ray.get_actor(CACHE_ACTOR_NAME, namespace=NAMESPACE), no_restart=False)
 
 
-def test_a_result_survives_serve_and_its_cache_going_away(
-    service: Service, redis_server: RedisServer
+def test_results_and_examples_survive_serve_and_its_cache_going_away(
+    service: Service, redis_server: RedisServer, tmp_path: Path
 ) -> None:
     from ray import serve
 
-    url = redis_app(service, "kept", redis_server.url())
+    (tmp_path / "example.jpg").write_bytes(jpeg_bytes(smooth_picture(64, 48, seed=8100)))
+    url = redis_app(service, "kept", redis_server.url(), tmp_path)
     first = stylize(url, 8101)
     assert first.status_code == 200 and first.headers["x-cache"] == "miss"
+    warmed(url)  # the example, computed at start-up
     # Everything Ray held is gone: the app (its hot cache with it) and the cluster cache.
     serve.delete("kept")
     empty_the_cluster_cache()
-    url = redis_app(service, "kept", redis_server.url())
+    url = redis_app(service, "kept", redis_server.url(), tmp_path)
     again = stylize(url, 8101)
     assert again.status_code == 200 and again.headers["x-cache"] == "hit"
     assert again.content == first.content and again.headers["x-crop"] == first.headers["x-crop"]
+    warmed(url)  # the restarted service finds its example warm
     stats = ingress_stats(url)
-    assert stats["redis_hits"] == 1 and "misses" not in stats  # no inference for it
-    assert stats["redis"]["available"] is True and stats["redis"]["hits"] == 1
+    assert stats["redis_hits"] == 2 and "misses" not in stats  # no inference for either
+    assert stats["redis"]["available"] is True and stats["redis"]["hits"] == 2
     assert PASSWORD not in httpx.get(f"{url}/v1/stats", timeout=10).text
     serve.delete("kept")
 
