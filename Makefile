@@ -29,6 +29,13 @@ $(REDIS):
 	export DEBIAN_FRONTEND=noninteractive; apt-get install -y redis-server || \
 		{ apt-get update && apt-get install -y redis-server; }
 
+# The alert rules' unit tests and the end-to-end test run Debian's Prometheus (and its promtool).
+PROMETHEUS := /usr/bin/prometheus
+$(PROMETHEUS):
+	@test "$$(id -u)" = 0 || { echo "the monitoring tests need Debian's prometheus: sudo apt-get install prometheus"; exit 1; }
+	export DEBIAN_FRONTEND=noninteractive; apt-get install -y prometheus || \
+		{ apt-get update && apt-get install -y prometheus; }
+
 serve: install
 	$(BIN)/serve run serve_config.yaml
 
@@ -38,11 +45,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint $(CHROMIUM) $(REDIS)
+test: lint $(CHROMIUM) $(REDIS) $(PROMETHEUS)
 	$(BIN)/python -m pytest
 
 # The tests that need no Ray cluster and no browser: seconds, for the edit-test loop.
-test-fast: install $(REDIS)
+test-fast: install $(REDIS) $(PROMETHEUS)
 	$(BIN)/python -m pytest -m "not cluster"
 
 bench: install

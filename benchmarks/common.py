@@ -88,12 +88,21 @@ def wait_healthy(url: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"{url} did not answer 200 in {timeout_s} s")
 
 
-def start_cluster() -> str:
-    """A local 2-CPU Ray cluster with Serve on a free loopback port; its URL."""
+def start_cluster(*, metrics_report_s: float | None = None) -> str:
+    """A local 2-CPU Ray cluster with Serve on a free loopback port; its URL.
+
+    `metrics_report_s`: how often processes send their metrics to the node's endpoint (Ray's
+    default is 10 s; the Prometheus test wants them sooner).
+    """
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    system = (
+        {}
+        if metrics_report_s is None
+        else {"metrics_report_interval_ms": int(metrics_report_s * 1e3)}
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=system)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return f"http://127.0.0.1:{port}"

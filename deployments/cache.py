@@ -11,15 +11,17 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import ray
-from ray.util import metrics
 
+from . import telemetry
 from .actors import named_actor
 from .core.coalescer import Coalescer, Lookup, Released, Settled
 from .core.errors import AnimeGANError
-from .core.result_store import ResultStore
+from .core.result_store import ResultStore, StoreCounters
 from .core.results import Picture
 from .core.shard_ring import ShardRing
 
@@ -34,20 +36,25 @@ class CacheActor:
 
     def __init__(self, max_bytes: int, ttl_s: float | None, claim_timeout_s: float) -> None:
         self.cache = Coalescer(ResultStore(max_bytes, ttl_s=ttl_s), claim_timeout_s=claim_timeout_s)
-        self.bytes_gauge = metrics.Gauge("animegan_cache_bytes", "Bytes held by the result cache.")
+        self.metrics = {m.name: m.make(replica=False) for m in telemetry.CACHE_METRICS}
+        self._published = StoreCounters()
 
     async def get_or_claim(self, key: str) -> Lookup:
-        return self.cache.get_or_claim(key)
+        found = self.cache.get_or_claim(key)
+        self._publish()
+        return found
 
     def get(self, key: str) -> Picture | None:
-        return self.cache.store.get(key)
+        found = self.cache.store.get(key)
+        self._publish()
+        return found
 
     async def wait(self, key: str) -> Settled:
         return await self.cache.wait(key)
 
     def put(self, key: str, picture: Picture) -> None:
         self.cache.put(key, picture)
-        self.bytes_gauge.set(self.cache.store.counters.bytes)
+        self._publish()
 
     def fail(self, key: str, error: AnimeGANError) -> None:
         self.cache.fail(key, error)
@@ -57,6 +64,20 @@ class CacheActor:
 
     def stats(self) -> dict[str, Any]:
         return self.cache.stats()
+
+    def _publish(self) -> None:
+        """The store's counters into the metrics (counters by what changed since last time)."""
+        now, then = self.cache.store.counters, self._published
+        self.metrics[telemetry.CACHE_ENTRIES.name].set(now.entries)
+        self.metrics[telemetry.CACHE_BYTES.name].set(now.bytes)
+        lookups = self.metrics[telemetry.CACHE_LOOKUPS.name]
+        if now.hits > then.hits:
+            lookups.inc(now.hits - then.hits, tags={"result": "hit"})
+        if now.misses > then.misses:
+            lookups.inc(now.misses - then.misses, tags={"result": "miss"})
+        if now.evictions > then.evictions:
+            self.metrics[telemetry.CACHE_EVICTIONS.name].inc(now.evictions - then.evictions)
+        self._published = replace(now)
 
 
 class CacheClient:
@@ -74,8 +95,10 @@ class CacheClient:
         ttl_s: float | None,
         claim_timeout_s: float,
         call_timeout_s: float,
+        on_unavailable: Callable[[], None] = lambda: None,
     ) -> None:
         self._actor_args = (max_bytes // shards, ttl_s, claim_timeout_s)
+        self.on_unavailable = on_unavailable
         self.ring = ShardRing(shards)
         self.actors = [self._found(shard) for shard in range(shards)]
         self.call_timeout_s = call_timeout_s
@@ -149,6 +172,7 @@ class CacheClient:
             if isinstance(exc, ray.exceptions.ActorDiedError):  # restarts exhausted: a new one
                 self.actors[shard] = self._found(shard)
             self.unavailable += 1
+            self.on_unavailable()
             log.warning("cache actor unavailable (%s); serving without it", type(exc).__name__)
             raise _CacheDown from exc
 

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
@@ -72,6 +73,8 @@ class Service(Protocol):
     async def styles(self, *, wait_s: float = ...) -> list[StyleStatus]: ...
 
     async def stats(self) -> dict[str, Any]: ...
+
+    def observe(self, route: str, outcome: str, status: int, seconds: float) -> None: ...
 
 
 def build_http_app(service: Service) -> Starlette:
@@ -182,23 +185,45 @@ def build_http_app(service: Service) -> Starlette:
             return JSONResponse({"status": "ok", "ready_styles": ready})
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
+    def observed(route: str, handler: Handler) -> Handler:
+        """`handler`, its answers counted and timed (`Service.observe`) under `route`."""
+
+        async def run(request: Request) -> Response:
+            start = time.perf_counter()
+            try:
+                response = await handler(request)
+            except AnimeGANError as exc:
+                service.observe(route, exc.code, exc.http_status, time.perf_counter() - start)
+                raise
+            except Exception:
+                service.observe(route, "internal", 500, time.perf_counter() - start)
+                raise
+            outcome = response.headers.get("x-cache", "ok")
+            if route == "jobs":  # done at submission: it was cached
+                done = json.loads(bytes(response.body))["status"] == "done"
+                outcome = "hit" if done else "queued"
+            service.observe(route, outcome, response.status_code, time.perf_counter() - start)
+            return response
+
+        return run
+
     trusted = settings.trusted_proxies
     key = settings.api_key.get_secret_value() if settings.api_key else None
     return Starlette(
         routes=[
             Route("/", page, methods=["GET"]),  # the page holds no data; it asks for the key
-            Route("/v1/stylize", guarded(stylize, key), methods=["POST"]),
-            Route("/v1/jobs", guarded(submit_job, key), methods=["POST"]),
+            Route("/v1/stylize", guarded(observed("stylize", stylize), key), methods=["POST"]),
+            Route("/v1/jobs", guarded(observed("jobs", submit_job), key), methods=["POST"]),
             Route("/v1/jobs/{job_id}", guarded(job, key), methods=["GET"]),
             Route("/v1/jobs/{job_id}", guarded(cancel_job, key), methods=["DELETE"]),
             Route("/v1/jobs/{job_id}/events", guarded(job_events, key), methods=["GET"]),
-            Route("/v1/results/{key}", guarded(result, key), methods=["GET"]),
+            Route("/v1/results/{key}", guarded(observed("results", result), key), methods=["GET"]),
             Route("/v1/examples", guarded(examples, key), methods=["GET"]),
             Route("/v1/examples/{name}", guarded(example, key), methods=["GET"]),
             Route("/v1/styles", guarded(styles, key), methods=["GET"]),
             Route("/v1/stats", guarded(stats, key), methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),  # for load balancers: says only ok or not
-            Route("/transform", guarded(transform, key), methods=["POST"]),
+            Route("/transform", guarded(observed("transform", transform), key), methods=["POST"]),
         ],
         exception_handlers={
             AnimeGANError: error_response,

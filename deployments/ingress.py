@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import ray
 from ray import serve
-from ray.serve import metrics
 from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 
+from . import telemetry
 from .cache import CacheClient
 from .core import pipeline
 from .core.cache_key import cache_key
@@ -56,6 +56,7 @@ CALL_TIMEOUT_S = 2.0  # a named actor slower than this is treated as down
 HANDLE_CLIENT = "handle"  # Python handle callers share one place in the line's rotation
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 WARM_POLL_S = 1.0  # how often the warming looks whether the line has emptied
+INGRESS_METRICS = (telemetry.REQUESTS, telemetry.REQUEST_SECONDS, telemetry.CACHE_UNAVAILABLE)
 MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -74,18 +75,17 @@ class Ingress:
     def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
         self.settings = settings
         self.model = model
+        self.metrics = {m.name: m.make() for m in INGRESS_METRICS}
         self.cache = CacheClient(
             shards=settings.cache_shards,
             max_bytes=settings.cache_max_bytes,
             ttl_s=settings.cache_ttl_s,
             claim_timeout_s=settings.request_timeout_s,
             call_timeout_s=CALL_TIMEOUT_S,
+            on_unavailable=lambda: self._unavailable("actor"),
         )
         self.hot: ResultStore[Picture] = ResultStore(
             settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s
-        )
-        self._redis_metric = metrics.Counter(
-            "animegan_redis_unavailable", "Calls to the Redis cache that failed or were skipped."
         )
         self.redis = (
             RedisTier(
@@ -94,7 +94,7 @@ class Ingress:
                 ttl_s=settings.cache_ttl_s,
                 timeout_s=settings.cache_redis_timeout_s,
                 max_value_bytes=settings.cache_redis_max_value_bytes,
-                on_unavailable=self._redis_metric.inc,
+                on_unavailable=lambda: self._unavailable("redis"),
             )
             if settings.cache_redis_url is not None
             else None
@@ -111,14 +111,6 @@ class Ingress:
         self._styles_at = -STYLES_FRESH_S
         self._styles_refresh: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._requests_metric = metrics.Counter(
-            "animegan_requests", "Stylize requests by cache outcome.", tag_keys=("cache",)
-        )
-        self._latency_metric = metrics.Histogram(
-            "animegan_request_ms",
-            "Stylize latency in the ingress.",
-            boundaries=[1, 5, 10, 50, 100, 250, 500, 1000, 5000],
-        )
         self._jobs_running = 0
         loop = asyncio.get_running_loop()
         self._styles_refresh = loop.create_task(self._refresh_styles(settings.request_timeout_s))
@@ -148,8 +140,15 @@ class Ingress:
         quality: int | None = None,
     ) -> bytes:
         """The Python handle's call: the encoded picture; raises the core's typed errors."""
-        options = self._handle_options(image, style, size, crop, format, quality)
-        return (await self.process(image, options, HANDLE_CLIENT)).picture.body
+        start = time.perf_counter()
+        try:
+            options = self._handle_options(image, style, size, crop, format, quality)
+            result = await self.process(image, options, HANDLE_CLIENT)
+        except AnimeGANError as exc:
+            self.observe("handle", exc.code, exc.http_status, time.perf_counter() - start)
+            raise
+        self.observe("handle", result.cache, 200, time.perf_counter() - start)
+        return result.picture.body
 
     async def submit(
         self,
@@ -196,18 +195,15 @@ class Ingress:
            infer on the model deployment, encode here; publish to both caches.
         Refusals are `AnimeGANError`s, raised as they are to the caller.
         """
-        start = time.perf_counter()
         self.active += 1
         try:
             async with asyncio.timeout(self.settings.request_timeout_s):
                 key = await self.key(image, options)
-                result = await self._answer(key, image, options, client)
+                return await self._answer(key, image, options, client)
         except TimeoutError:
             raise self._past_deadline() from None
         finally:
             self.active -= 1
-        self._observe(result, start)
-        return result
 
     async def key(self, image: bytes, options: StylizeOptions) -> str:
         return cache_key(image, options, await self.weights_identity(options.style))
@@ -367,7 +363,6 @@ class Ingress:
                 self._in_background(self._run_job(job_id, key, image, options))
 
     async def _run_job(self, job_id: str, key: str, image: bytes, options: StylizeOptions) -> None:
-        start = time.perf_counter()
         self.active += 1
         self._jobs_running += 1
         result: Stylized | None = None
@@ -385,14 +380,20 @@ class Ingress:
         finally:
             self.active -= 1
             self._jobs_running -= 1
-        if result is not None:
-            self._observe(result, start)
         computed = result is not None and result.cache == "miss"
         self.scheduler.finish(job_id, key=key if result else None, error=error, computed=computed)
 
-    def _observe(self, result: Stylized, start: float) -> None:
-        self._requests_metric.inc(tags={"cache": result.cache})
-        self._latency_metric.observe((time.perf_counter() - start) * 1e3)
+    def observe(self, route: str, outcome: str, status: int, seconds: float) -> None:
+        """One answered request, in the metrics: `outcome` is the cache's or the error code."""
+        self.metrics[telemetry.REQUESTS.name].inc(
+            tags={"route": route, "outcome": outcome, "status": str(status)}
+        )
+        self.metrics[telemetry.REQUEST_SECONDS.name].observe(
+            seconds, tags={"route": route, "outcome": outcome}
+        )
+
+    def _unavailable(self, tier: str) -> None:
+        self.metrics[telemetry.CACHE_UNAVAILABLE.name].inc(tags={"tier": tier})
 
     def _past_deadline(self) -> Timeout:
         deadline = self.settings.request_timeout_s

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import ray
 from ray import serve
-from ray.serve import metrics
 
+from . import telemetry
 from .core.batch_policy import BatchPolicy
 from .core.engine import Engine
 from .core.results import StyleStatus
@@ -81,15 +81,10 @@ class StyleModel:
         # What the line may hand this replica at once: its slots.
         self.slots = serve.get_replica_context()._deployment_config.max_ongoing_requests
         self._reported_at = 0.0
-        self._batch_size_metric = metrics.Histogram(
-            "animegan_batch_size", "Images per engine run.", boundaries=[1, 2, 4, 8, 16, 32]
-        )
-        self._latency_metric = metrics.Histogram(
-            "animegan_inference_ms",
-            "Engine time per batch.",
-            boundaries=[10, 50, 100, 250, 500, 1000, 5000],
-        )
-        self._depth_metric = metrics.Gauge("animegan_queue_depth", "Requests waiting or running.")
+        self.metrics = {m.name: m.make() for m in telemetry.MODEL_METRICS}
+        self.metrics[telemetry.SLOTS.name].set(self.slots)
+        for name, status in self.engine.statuses.items():
+            self.metrics[telemetry.STYLE_READY.name].set(int(status.ready), tags={"style": name})
         self._apply_policy()
         self._report(force=True)  # the line counts this replica's slots before it serves
 
@@ -158,15 +153,17 @@ class StyleModel:
         decision = self.policy.decide(self.queue_depth)
         self._infer_batch.set_max_batch_size(decision.max_batch_size)  # type: ignore[attr-defined]
         self._infer_batch.set_batch_wait_timeout_s(decision.wait_timeout_s)  # type: ignore[attr-defined]
-        self._depth_metric.set(self.queue_depth)
+        self.metrics[telemetry.QUEUE_DEPTH.name].set(self.queue_depth)
 
     def _record(self, size: int, seconds: float, shape: tuple[int, ...], *, solo: bool) -> None:
         self.inferences += size
         self.batch_sizes[size] += 1
+        megapixels = size * shape[0] * shape[1] / 1e6
         if not solo:  # borrowed cores would flatter batch size 1 in the learned curve
-            self.policy.observe(size, seconds, megapixels=size * shape[0] * shape[1] / 1e6)
-        self._batch_size_metric.observe(size)
-        self._latency_metric.observe(seconds * 1e3)
+            self.policy.observe(size, seconds, megapixels=megapixels)
+        self.metrics[telemetry.BATCH_SIZE.name].observe(size)
+        self.metrics[telemetry.INFERENCE_SECONDS.name].observe(seconds)
+        self.metrics[telemetry.INFERENCE_SECONDS_PER_MEGAPIXEL.name].observe(seconds / megapixels)
 
     def _report(self, *, force: bool) -> None:
         """Post counters, fire and forget: at most every REPORT_EVERY_S, and on going idle."""

@@ -158,7 +158,7 @@ def service(seeded_weights_dir: Path) -> Iterator[Service]:
 
     from deployments.app import APP_NAME, from_config
 
-    url = start_cluster()
+    url = start_cluster(metrics_report_s=1.0)
     try:
         app = from_config(
             ROOT / "serve_config.yaml", weights_dir=seeded_weights_dir, **SERVICE_ARGS

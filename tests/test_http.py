@@ -38,6 +38,7 @@ class StandIn:
         self.ready = True
         self.jobs: dict[str, list[JobView]] = {}  # each job's states, in the order they come
         self.submitted = 0
+        self.observed: list[tuple[str, str, int]] = []  # what the metrics were told
 
     async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
         self.asked.append((image, options))
@@ -97,6 +98,9 @@ class StandIn:
 
     async def stats(self) -> dict[str, object]:
         return {"cache": None, "ingress": {}, "model": {"replicas": 0}}
+
+    def observe(self, route: str, outcome: str, status: int, seconds: float) -> None:
+        self.observed.append((route, outcome, status))
 
 
 def client_for(**settings: object) -> tuple[TestClient, StandIn]:
@@ -468,3 +472,20 @@ def test_job_urls_carry_the_app_s_route_prefix() -> None:
         assert answer.headers["location"] == "/crowd/v1/jobs/job0"
         service.jobs["job0"] = service.jobs["job0"][-1:]  # done
         assert client.get("/v1/jobs/job0").json()["result"] == f"/crowd/v1/results/{KEY}"
+
+
+def test_each_answer_is_observed_with_its_route_outcome_and_status(
+    http: tuple[TestClient, StandIn],
+) -> None:
+    client, service = http
+    client.post("/v1/stylize", content=b"photo")
+    client.post("/v1/stylize?size=abc", content=b"photo")
+    client.post("/v1/jobs", content=b"photo")
+    client.get(f"/v1/results/{'0' * 64}")
+    client.get("/v1/styles")  # not a request for a picture: not counted
+    assert service.observed == [
+        ("stylize", "miss", 200),
+        ("stylize", "bad_parameter", 400),
+        ("jobs", "queued", 202),
+        ("results", "unknown_result", 404),
+    ]
