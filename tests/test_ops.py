@@ -210,3 +210,65 @@ def test_the_replicas_at_max_rule_matches_serve_config() -> None:
     (model,) = [d for d in config["applications"][0]["deployments"] if d["name"] == "StyleModel"]
     threshold = int(rules()["AnimeganReplicasAtMax"]["expr"].split(">=")[1])
     assert threshold == model["autoscaling_config"]["max_replicas"]
+
+
+SIZES = {"num_replicas", "autoscaling_config", "ray_actor_options"}  # what a cluster may change
+
+
+def without_sizes(application: dict[str, Any]) -> dict[str, Any]:
+    deployments = [
+        {k: v for k, v in d.items() if k not in SIZES} for d in application["deployments"]
+    ]
+    return {**application, "deployments": deployments}
+
+
+def rayservice() -> dict[str, Any]:
+    manifest: dict[str, Any] = yaml.safe_load((OPS / "rayservice.yaml").read_text())
+    return manifest
+
+
+def test_the_rayservice_serves_serve_config_s_application_differing_only_in_sizes() -> None:
+    manifest = rayservice()
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayService")
+    theirs = yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"]
+    ours = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    assert [without_sizes(a) for a in theirs] == [without_sizes(a) for a in ours]
+    (model,) = [d for d in theirs[0]["deployments"] if d["name"] == "StyleModel"]
+    assert model["ray_actor_options"]["num_cpus"] == 1  # one model replica per core
+
+
+def test_the_head_runs_no_replicas_and_the_workers_autoscale_with_matching_cpus() -> None:
+    cluster = rayservice()["spec"]["rayClusterConfig"]
+    assert cluster["rayVersion"] == ray_version() and cluster["enableInTreeAutoscaling"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (workers,) = cluster["workerGroupSpecs"]
+    assert workers["minReplicas"] < workers["maxReplicas"]
+    (container,) = workers["template"]["spec"]["containers"]
+    cpus = workers["rayStartParams"]["num-cpus"]
+    assert container["resources"]["requests"]["cpu"] == container["resources"]["limits"]["cpu"]
+    assert container["resources"]["requests"]["cpu"] == cpus
+    for group in (cluster["headGroupSpec"], workers):
+        (container,) = group["template"]["spec"]["containers"]
+        weights = {e["name"]: e["value"] for e in container["env"]}["ANIMEGAN_WEIGHTS_DIR"]
+        assert weights in [m["mountPath"] for m in container["volumeMounts"]]
+        assert group["rayStartParams"]["metrics-export-port"] == "8080"  # ops/prometheus.yml
+
+
+def ray_version() -> str:
+    """The Ray release pyproject.toml pins (ray[serve]>=2.60,<2.61 -> 2.60.0)."""
+    pins = (ROOT / "pyproject.toml").read_text()
+    found = re.search(r'"ray\[serve\]>=(\d+\.\d+),', pins)
+    assert found is not None
+    return f"{found.group(1)}.0"
+
+
+def test_the_image_is_the_same_ray_and_python_with_the_cpu_torch() -> None:
+    dockerfile = (OPS / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray_version()}-py311-cpu" in dockerfile
+    assert "torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in dockerfile
+
+
+def test_the_readme_lists_every_metric() -> None:
+    from deployments.telemetry import table
+
+    assert table() in (ROOT / "README.md").read_text()
