@@ -28,6 +28,7 @@ from .core.shard_ring import ShardRing
 log = logging.getLogger("ray.serve")
 
 CACHE_ACTOR_NAME = "animegan-cache"
+REPUBLISH_S = 10.0
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0)
@@ -38,8 +39,11 @@ class CacheActor:
         self.cache = Coalescer(ResultStore(max_bytes, ttl_s=ttl_s), claim_timeout_s=claim_timeout_s)
         self.metrics = {m.name: m.make(replica=False) for m in telemetry.CACHE_METRICS}
         self._published = StoreCounters()
+        self._keeping: asyncio.Task[None] | None = None
 
     async def get_or_claim(self, key: str) -> Lookup:
+        if self._keeping is None:  # the actor's event loop runs once a call arrives
+            self._keeping = asyncio.create_task(self._keep_published())
         found = self.cache.get_or_claim(key)
         self._publish()
         return found
@@ -64,6 +68,12 @@ class CacheActor:
 
     def stats(self) -> dict[str, Any]:
         return self.cache.stats()
+
+    async def _keep_published(self) -> None:
+        """Ray stops exporting a gauge not set for about half a minute: set them again."""
+        while True:
+            await asyncio.sleep(REPUBLISH_S)
+            self._publish()
 
     def _publish(self) -> None:
         """The store's counters into the metrics (counters by what changed since last time)."""

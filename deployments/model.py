@@ -82,9 +82,7 @@ class StyleModel:
         self.slots = serve.get_replica_context()._deployment_config.max_ongoing_requests
         self._reported_at = 0.0
         self.metrics = {m.name: m.make() for m in telemetry.MODEL_METRICS}
-        self.metrics[telemetry.SLOTS.name].set(self.slots)
-        for name, status in self.engine.statuses.items():
-            self.metrics[telemetry.STYLE_READY.name].set(int(status.ready), tags={"style": name})
+        self._publish_state()
         self._apply_policy()
         self._report(force=True)  # the line counts this replica's slots before it serves
 
@@ -130,8 +128,18 @@ class StyleModel:
         return results
 
     def check_health(self) -> None:
-        """Serve's periodic health check; it doubles as the report that keeps our slots counted."""
+        """Serve's periodic health check; it doubles as the report that keeps our slots counted
+        and our state in the metrics."""
         self._report(force=True)
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        """Gauges that change rarely, set again every health check: Ray stops exporting a
+        gauge not set for about half a minute (measured: gone between 5 and 40 s)."""
+        self.metrics[telemetry.SLOTS.name].set(self.slots)
+        for name, status in self.engine.statuses.items():
+            self.metrics[telemetry.STYLE_READY.name].set(int(status.ready), tags={"style": name})
+        self.metrics[telemetry.QUEUE_DEPTH.name].set(self.queue_depth)
 
     def styles(self) -> list[StyleStatus]:
         """Status of every configured style in this replica."""
