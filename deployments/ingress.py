@@ -56,7 +56,6 @@ CALL_TIMEOUT_S = 2.0  # a named actor slower than this is treated as down
 HANDLE_CLIENT = "handle"  # Python handle callers share one place in the line's rotation
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 WARM_POLL_S = 1.0  # how often the warming looks whether the line has emptied
-INGRESS_METRICS = (telemetry.REQUESTS, telemetry.REQUEST_SECONDS, telemetry.CACHE_UNAVAILABLE)
 MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 
@@ -75,7 +74,7 @@ class Ingress:
     def __init__(self, model: DeploymentHandle, settings: Settings) -> None:
         self.settings = settings
         self.model = model
-        self.metrics = {m.name: m.make() for m in INGRESS_METRICS}
+        self.metrics = {m.name: m.make() for m in telemetry.INGRESS_METRICS}
         self.cache = CacheClient(
             shards=settings.cache_shards,
             max_bytes=settings.cache_max_bytes,
