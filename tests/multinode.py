@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,20 @@ def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
             )
             for node in (worker_id, head_id)
         ]
-        for i in range(8):  # distinct pictures over HTTP, so both model replicas work
-            httpx.post(
-                f"{url}/v1/stylize",
-                content=jpeg_bytes(smooth_picture(64, 48, seed=i)),
-                params={"style": "paprika", "size": 32},
-                timeout=60,
-            ).raise_for_status()
+        # Distinct pictures over HTTP, all at once, so both model replicas work: one at a time,
+        # the router may send every one to the same idle replica.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = pool.map(
+                lambda i: httpx.post(
+                    f"{url}/v1/stylize",
+                    content=jpeg_bytes(smooth_picture(64, 48, seed=i)),
+                    params={"style": "paprika", "size": 32},
+                    timeout=60,
+                ),
+                range(8),
+            )
+            for answer in answers:
+                answer.raise_for_status()
         stats = httpx.get(f"{url}/v1/stats", timeout=10).json()
         named = [
             (a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)
