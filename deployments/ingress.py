@@ -187,11 +187,12 @@ class Ingress:
 
         1. key: SHA-256 of the image bytes, the options and the style's weights identity;
         2. this replica's hot cache: `hit`;
-        3. the cluster cache actor: stored (`hit`), or an identical request in flight that this
-           one waits for (`shared`), or else this request claims the key;
-        4. `miss`: wait in the line for a model slot (fairly between clients; refused at once
-           if the wait would be too long), decode here (bad input never reaches a batch),
-           infer on the model deployment, encode here; publish to both caches.
+        3. the cluster cache (the key's shard): stored (`hit`), or an identical request in
+           flight that this one waits for (`shared`), or else this request claims the key;
+        4. Redis, when `cache_redis_url` is set: stored there (`hit`);
+        5. `miss`: wait in the line for a model slot (fairly between clients; refused at once
+           if the wait would be too long), decode (and find the face) here (bad input never
+           reaches a batch), infer on the model deployment, encode here; publish to every tier.
         Refusals are `AnimeGANError`s, raised as they are to the caller.
         """
         self.active += 1

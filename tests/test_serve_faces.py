@@ -11,16 +11,13 @@ from PIL import Image
 from deployments.core import imaging
 from tests.conftest import Service
 from tests.portraits import PHOTO, faceless, pair
+from tests.test_serve_app import post
 from tests.test_serve_jobs import finished
 
 pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.skipif(not PHOTO.exists(), reason=f"needs {PHOTO} (../shared)"),
 ]
-
-
-def post(service: Service, data: bytes, **params: str | int) -> httpx.Response:
-    return httpx.post(f"{service.url}/v1/stylize", content=data, params=params, timeout=60)
 
 
 def test_the_answer_says_where_the_face_was_and_the_cache_keeps_it(service: Service) -> None:
