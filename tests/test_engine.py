@@ -82,10 +82,10 @@ def test_batch_timing_gives_each_size_a_time_per_image_and_stops_timing_slow_one
 
     monkeypatch.setattr(fp32_engine, "run", counted)
     fp32_engine.time_batches([1, 2], side=32, rounds=3, tolerance=10)
-    assert runs == [1, 1, 2, 2, 1, 2, 1, 2]  # a warm-up run per size, then one timed per round
+    assert runs == [1, 2, 1, 2, 1, 2]  # one timed run per size and round
     runs.clear()
     fp32_engine.time_batches([1, 2], side=32, rounds=3, tolerance=0.5)  # every size "too slow"
-    assert runs == [1, 1, 2, 2]
+    assert runs == [1, 2]
 
 
 def test_bf16_passes_the_quality_gate_against_fp32(fp32_engine: Engine) -> None:

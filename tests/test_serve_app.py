@@ -151,6 +151,24 @@ def test_a_python_handle_gets_the_same_bytes_and_the_same_cache(service: Service
     assert jpeg[:3] == b"\xff\xd8\xff"
 
 
+def test_either_way_to_the_model_gives_the_same_pixels(service: Service) -> None:
+    """Usual pictures go to the model over gRPC, larger ones through Ray's object store."""
+    from ray import serve
+
+    from deployments.ingress import DIRECT_MAX_BYTES
+
+    model = serve.get_deployment_handle("StyleModel", app_name="animegan")
+    pixels = smooth_picture(96, 64, seed=21)
+    by_object_store = model.infer.remote(pixels, "paprika").result(timeout_s=60)
+    direct = model.options(_by_reference=False).infer.remote(pixels, "paprika").result(timeout_s=60)
+    assert direct.dtype == np.uint8 and np.array_equal(direct, by_object_store)
+    side = 850  # its pixels are over the direct way's limit
+    assert side * side * 3 > DIRECT_MAX_BYTES
+    large = post(service, jpeg_bytes(smooth_picture(side, side, seed=22)), size=side)
+    assert large.status_code == 200, large.text
+    assert Image.open(io.BytesIO(large.content)).size == (side, side)
+
+
 @pytest.mark.parametrize(
     "kwargs, error",
     [
