@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install serve lint test test-fast bench soak compare-faces clean
+.PHONY: install serve lint test test-fast bench soak profile compare-faces clean
 
 # torch is installed first and pinned to the CPU build, so nothing pulls the CUDA wheels.
 $(BIN)/.installed: pyproject.toml
@@ -57,6 +57,11 @@ bench: install
 
 soak: install
 	$(BIN)/python -m benchmarks.soak
+
+# Where a miss's CPU goes, by process and by thread (py-spy names the threads).
+profile: install
+	$(BIN)/pip install --quiet -e '.[test,profile]'
+	$(BIN)/python -m benchmarks.profile
 
 # The face-detector comparison needs the other candidate, OpenCV 4.x (160 MB, not served).
 compare-faces: install

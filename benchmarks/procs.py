@@ -51,6 +51,26 @@ def cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / TICKS_PER_S  # utime, stime
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each thread of `pid` so far, by thread id."""
+    spent = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        spent[int(task.name)] = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    return spent
+
+
+def thread_name(pid: int, tid: int) -> str:
+    """The kernel's name of a thread (Ray's C++ threads name themselves: worker.io, ...)."""
+    try:
+        return (Path(f"/proc/{pid}/task/{tid}/comm")).read_text().strip()
+    except OSError:
+        return "gone"
+
+
 CpuSnapshot = dict[int, tuple[str, float | None]]
 
 

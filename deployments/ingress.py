@@ -80,8 +80,8 @@ class Ingress:
         self.settings = settings
         self.model = model
         # Pixels go straight to the replica over gRPC, not as a Ray task through the object
-        # store: measured, ~3 ms less CPU per 256 px miss (ingress, raylet) and ~50 ms less
-        # per 512 px one (benchmarks/RESULTS.md, "A lean miss path").
+        # store: measured, ~3 ms less CPU per 256 px miss, in the ingress and the raylet
+        # (benchmarks/RESULTS.md, "A lean miss path").
         self.model_direct = model.options(_by_reference=False)
         self.metrics = {m.name: m.make() for m in telemetry.INGRESS_METRICS}
         self.cache = CacheClient(
