@@ -119,6 +119,7 @@ def build_http_app(service: Service) -> Starlette:
         image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
         options = StylizeOptions.parse(params, settings)
         view = await service.submit_job(image, options, client_of(request))
+        request.state.outcome = "hit" if view.status == "done" else "queued"  # done: cached
         root = root_of(request)
         return JSONResponse(
             view.to_json(root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
@@ -186,7 +187,8 @@ def build_http_app(service: Service) -> Starlette:
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
     def observed(route: str, handler: Handler) -> Handler:
-        """`handler`, its answers counted and timed (`Service.observe`) under `route`."""
+        """`handler`, its answers counted and timed (`Service.observe`) under `route`; the
+        outcome is the handler's `request.state.outcome`, else its X-Cache, else `ok`."""
 
         async def run(request: Request) -> Response:
             start = time.perf_counter()
@@ -198,10 +200,7 @@ def build_http_app(service: Service) -> Starlette:
             except Exception:
                 service.observe(route, "internal", 500, time.perf_counter() - start)
                 raise
-            outcome = response.headers.get("x-cache", "ok")
-            if route == "jobs":  # done at submission: it was cached
-                done = json.loads(bytes(response.body))["status"] == "done"
-                outcome = "hit" if done else "queued"
+            outcome = getattr(request.state, "outcome", response.headers.get("x-cache", "ok"))
             service.observe(route, outcome, response.status_code, time.perf_counter() - start)
             return response
 

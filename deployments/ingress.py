@@ -471,22 +471,26 @@ class Ingress:
             await asyncio.sleep(WARM_POLL_S)
         for example in self.examples:
             for style in (s.name for s in styles if s.ready):
-                options = StylizeOptions.build(self.settings, style=style)
-                while True:
-                    line = await self.scheduler.stats()
-                    if line is not None and line["queued"] == 0:
-                        try:
-                            result = await self.process(example.data, options, EXAMPLES_CLIENT)
-                        except Overloaded:
-                            pass  # the line filled meanwhile: later
-                        except AnimeGANError as exc:
-                            log.warning("example %s (%s): %s", example.name, style, exc.message)
-                            break
-                        else:
-                            self._examples_ready[(example.name, style)] = result.key
-                            break
-                    await asyncio.sleep(WARM_POLL_S)
+                await self._warm_example(example, style)
         log.info("%d examples warmed", len(self.examples))
+
+    async def _warm_example(self, example: Example, style: str) -> None:
+        """One example in one style, sent once the line is empty (again if it filled meanwhile)."""
+        options = StylizeOptions.build(self.settings, style=style)
+        while True:
+            line = await self.scheduler.stats()
+            if line is not None and line["queued"] == 0:
+                try:
+                    result = await self.process(example.data, options, EXAMPLES_CLIENT)
+                except Overloaded:
+                    pass  # the line filled meanwhile: later
+                except AnimeGANError as exc:
+                    log.warning("example %s (%s): %s", example.name, style, exc.message)
+                    return
+                else:
+                    self._examples_ready[(example.name, style)] = result.key
+                    return
+            await asyncio.sleep(WARM_POLL_S)
 
     def examples_view(self, root: str = "") -> list[dict[str, Any]]:
         """`GET /v1/examples`: each example's original, and its result in each style warmed."""
