@@ -1,8 +1,8 @@
 """The cluster-wide cache: named actors around the core's `Coalescer`, and the client to them.
 
-The client is what the ingress calls. It keeps every call short, and any failure of the actor
-(restarting, unreachable, too slow) means "go on without the cache": the answer is computed
-and the failure counted, never passed on to the caller.
+The client is the ingress's `ClusterCache` (core/tiers.py). It keeps every call short, and any
+failure of the actor (restarting, unreachable, too slow) means "go on without the cache": the
+answer is computed and the failure counted, never passed on to the caller.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from . import telemetry
-from .actors import named_actor
+from .actors import ActorDown, ask, named_actor
 from .core.coalescer import Coalescer, Lookup, Released, Settled
 from .core.errors import AnimeGANError
 from .core.result_store import ResultStore, StoreCounters
@@ -121,13 +121,14 @@ class CacheClient:
         self.ring = ShardRing(shards)
         self.actors = [self._found(shard) for shard in range(shards)]
         self.call_timeout_s = call_timeout_s
+        self.claim_timeout_s = claim_timeout_s
         self.unavailable = 0  # calls that failed or timed out: served without the cache
 
     async def get_or_claim(self, key: str) -> Lookup | None:
         """The cache's answer for `key` (see `Coalescer.get_or_claim`); None if it is down."""
         try:
             found: Lookup = await self._call(key, "get_or_claim", self.call_timeout_s, key)
-        except _CacheDown:
+        except ActorDown:
             return None
         return found
 
@@ -135,15 +136,15 @@ class CacheClient:
         """The stored result for `key`, claiming nothing; None if absent or the cache is down."""
         try:
             found: Picture | None = await self._call(key, "get", self.call_timeout_s, key)
-        except _CacheDown:
+        except ActorDown:
             return None
         return found
 
-    async def wait(self, key: str, *, timeout_s: float) -> Settled:
+    async def wait(self, key: str) -> Settled:
         """How the claim on `key` was settled; `Released` if the cache failed us meanwhile."""
         try:
-            settled: Settled = await self._call(key, "wait", timeout_s, key)
-        except _CacheDown:
+            settled: Settled = await self._call(key, "wait", self.claim_timeout_s, key)
+        except ActorDown:
             return Released()
         return settled
 
@@ -172,12 +173,12 @@ class CacheClient:
     async def _shard_stats(self, shard: int) -> dict[str, Any] | None:
         try:
             stats: dict[str, Any] = await self._on(shard, "stats", self.call_timeout_s)
-        except _CacheDown:
+        except ActorDown:
             return None
         return stats
 
     async def _quietly(self, key: str, method: str, *args: Any) -> None:
-        with contextlib.suppress(_CacheDown):
+        with contextlib.suppress(ActorDown):
             await self._call(key, method, self.call_timeout_s, *args)
 
     async def _call(self, key: str, method: str, timeout_s: float, *args: Any) -> Any:
@@ -185,15 +186,14 @@ class CacheClient:
 
     async def _on(self, shard: int, method: str, timeout_s: float, *args: Any) -> Any:
         try:
-            ref = getattr(self.actors[shard], method).remote(*args)
-            return await asyncio.wait_for(ref, timeout_s)
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            if isinstance(exc, ray.exceptions.ActorDiedError):  # restarts exhausted: a new one
+            return await ask(getattr(self.actors[shard], method).remote(*args), timeout_s)
+        except ActorDown as down:
+            if down.died:  # restarts exhausted: a new one
                 self.actors[shard] = self._found(shard)
             self.unavailable += 1
             self.on_unavailable()
-            log.warning("cache actor unavailable (%s); serving without it", type(exc).__name__)
-            raise _CacheDown from exc
+            log.warning("cache actor unavailable (%s); serving without it", down)
+            raise
 
     def _found(self, shard: int) -> ray.actor.ActorHandle:
         return named_actor(CacheActor, shard_name(shard), *self._actor_args)
@@ -202,7 +202,3 @@ class CacheClient:
 def shard_name(shard: int) -> str:
     """The actor of one shard; the first keeps the name of the single actor it once was."""
     return CACHE_ACTOR_NAME if shard == 0 else f"{CACHE_ACTOR_NAME}-{shard}"
-
-
-class _CacheDown(Exception):
-    """The cache actor did not answer in time or is restarting."""

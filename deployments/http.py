@@ -1,7 +1,9 @@
 """The HTTP face of the service: routes, upload parsing, and the one place errors become JSON.
 
-It depends only on the `Service` protocol below, which the ingress deployment implements; the
-tests drive it in-process through Starlette's TestClient with a plain stand-in.
+It depends only on the `Service` protocol below, which `core.service.StyleService` implements;
+the tests drive it in-process through Starlette's TestClient with a plain stand-in. Route
+layout lives here alone: every URL the service hands out (a job's result, an example's) is
+built here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import ipaddress
 import json
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import Any, Protocol
@@ -25,9 +26,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import Message
 
+from .core.counted import counted
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.examples import Example
 from .core.imaging import MEDIA_TYPES, media_type_of
+from .core.jobs import admission_outcome
 from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
@@ -66,7 +69,7 @@ class Service(Protocol):
 
     async def result(self, key: str) -> Picture: ...
 
-    def examples_view(self, root: str = ...) -> list[dict[str, Any]]: ...
+    def gallery(self) -> list[tuple[Example, dict[str, str]]]: ...
 
     def example(self, name: str) -> Example: ...
 
@@ -79,19 +82,53 @@ class Service(Protocol):
 
 def build_http_app(service: Service) -> Starlette:
     """The routes, bound to one service (one ingress replica)."""
-    settings = service.settings
+    routes = Routes(service)
+    api_key = service.settings.api_key.get_secret_value() if service.settings.api_key else None
 
-    async def page(request: Request) -> Response:
+    def api(handler: Handler, counted_as: str | None = None) -> Handler:
+        """A route of the API: behind the key, and counted in the metrics if `counted_as`."""
+        if counted_as is not None:
+            handler = observed(service, counted_as, handler)
+        return guarded(handler, api_key)
+
+    return Starlette(
+        routes=[
+            Route("/", routes.page, methods=["GET"]),  # the page holds no data; it asks the key
+            Route("/v1/stylize", api(routes.stylize, "stylize"), methods=["POST"]),
+            Route("/v1/jobs", api(routes.submit_job, "jobs"), methods=["POST"]),
+            Route("/v1/jobs/{job_id}", api(routes.job), methods=["GET"]),
+            Route("/v1/jobs/{job_id}", api(routes.cancel_job), methods=["DELETE"]),
+            Route("/v1/jobs/{job_id}/events", api(routes.job_events), methods=["GET"]),
+            Route("/v1/results/{key}", api(routes.result, "results"), methods=["GET"]),
+            Route("/v1/examples", api(routes.examples), methods=["GET"]),
+            Route("/v1/examples/{name}", api(routes.example), methods=["GET"]),
+            Route("/v1/styles", api(routes.styles), methods=["GET"]),
+            Route("/v1/stats", api(routes.stats), methods=["GET"]),
+            Route("/healthz", routes.healthz, methods=["GET"]),  # for load balancers: ok or not
+            Route("/transform", api(routes.transform, "transform"), methods=["POST"]),
+        ],
+        exception_handlers={
+            AnimeGANError: error_response,
+            HTTPException: http_error_response,
+            Exception: internal_error_response,
+        },
+    )
+
+
+class Routes:
+    """The endpoints, each turning a request into one call of the service and its answer."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.settings = service.settings
+
+    async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})
 
-    def client_of(request: Request) -> str:
-        peer = request.client.host if request.client else "unknown"
-        return client_address(peer, request.headers.get("x-forwarded-for"), trusted)
-
-    async def stylize(request: Request) -> Response:
-        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
-        options = StylizeOptions.parse(params, settings)
-        result = await service.process(image, options, client_of(request))
+    async def stylize(self, request: Request) -> Response:
+        image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
+        options = StylizeOptions.parse(params, self.settings)
+        result = await self.service.process(image, options, self.client_of(request))
         return Response(
             result.picture.body,
             media_type=MEDIA_TYPES[result.options.format],
@@ -103,47 +140,46 @@ def build_http_app(service: Service) -> Starlette:
             },
         )
 
-    async def transform(request: Request) -> Response:
-        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
+    async def transform(self, request: Request) -> Response:
+        """The seed service's route: a multipart upload, a 256 px PNG back as hex in JSON."""
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise BadParameter("send the image as multipart/form-data in the field 'image'")
+        image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
         options = StylizeOptions.parse(
-            {"size": TRANSFORM_SIZE, **params, "format": "png"}, settings
+            {"size": TRANSFORM_SIZE, **params, "format": "png"}, self.settings
         )
-        result = await service.process(image, options, client_of(request))
-        return JSONResponse(
-            {"image_base64": result.picture.body.hex()}
-        )  # hex, as the seed service sent
+        result = await self.service.process(image, options, self.client_of(request))
+        return JSONResponse({"image_base64": result.picture.body.hex()})
 
-    async def submit_job(request: Request) -> Response:
-        image, params = await read_upload(request, max_bytes=settings.max_upload_bytes)
-        options = StylizeOptions.parse(params, settings)
-        view = await service.submit_job(image, options, client_of(request))
-        request.state.outcome = "hit" if view.status == "done" else "queued"  # done: cached
+    async def submit_job(self, request: Request) -> Response:
+        image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
+        options = StylizeOptions.parse(params, self.settings)
+        view = await self.service.submit_job(image, options, self.client_of(request))
+        request.state.outcome = admission_outcome(view)
         root = root_of(request)
         return JSONResponse(
-            view.to_json(root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
+            job_json(view, root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
         )
 
-    async def job(request: Request) -> Response:
-        view = await service.job_view(request.path_params["job_id"])
-        return JSONResponse(view.to_json(root_of(request)))
+    async def job(self, request: Request) -> Response:
+        view = await self.service.job_view(request.path_params["job_id"])
+        return JSONResponse(job_json(view, root_of(request)))
 
-    async def cancel_job(request: Request) -> Response:
-        await service.cancel_job(request.path_params["job_id"])
+    async def cancel_job(self, request: Request) -> Response:
+        await self.service.cancel_job(request.path_params["job_id"])
         return Response(status_code=204)
 
-    async def job_events(request: Request) -> Response:
-        first = await service.job_view(request.path_params["job_id"])  # 404 before streaming
+    async def job_events(self, request: Request) -> Response:
+        first = await self.service.job_view(request.path_params["job_id"])  # 404 before streaming
         return StreamingResponse(
-            event_stream(service.follow_job(first), root_of(request)),
+            event_stream(self.service.follow_job(first), root_of(request)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def result(request: Request) -> Response:
+    async def result(self, request: Request) -> Response:
         key = request.path_params["key"]
-        picture = await service.result(key)
+        picture = await self.service.result(key)
         return Response(
             picture.body,
             media_type=media_type_of(picture.body),
@@ -154,16 +190,26 @@ def build_http_app(service: Service) -> Starlette:
             },
         )
 
-    async def examples(request: Request) -> Response:
-        return JSONResponse(service.examples_view(root_of(request)))
+    async def examples(self, request: Request) -> Response:
+        root = root_of(request)
+        return JSONResponse(
+            [
+                {
+                    "name": example.name,
+                    "original": f"{root}/v1/examples/{example.name}",
+                    "results": {style: f"{root}/v1/results/{key}" for style, key in warmed.items()},
+                }
+                for example, warmed in self.service.gallery()
+            ]
+        )
 
-    async def example(request: Request) -> Response:
-        found = service.example(request.path_params["name"])
+    async def example(self, request: Request) -> Response:
+        found = self.service.example(request.path_params["name"])
         return Response(
             found.data, media_type=found.media_type, headers={"Cache-Control": "no-cache"}
         )
 
-    async def styles(request: Request) -> Response:
+    async def styles(self, request: Request) -> Response:
         return JSONResponse(
             [
                 {
@@ -173,63 +219,52 @@ def build_http_app(service: Service) -> Starlette:
                     "verified": s.verified,
                     "error": s.error,
                 }
-                for s in await service.styles()
+                for s in await self.service.styles()
             ]
         )
 
-    async def stats(request: Request) -> Response:
-        return JSONResponse(await service.stats())
+    async def stats(self, request: Request) -> Response:
+        return JSONResponse(await self.service.stats())
 
-    async def healthz(request: Request) -> Response:
-        ready = [s.name for s in await service.styles(wait_s=2.0) if s.ready]
+    async def healthz(self, request: Request) -> Response:
+        ready = [s.name for s in await self.service.styles(wait_s=2.0) if s.ready]
         if ready:
             return JSONResponse({"status": "ok", "ready_styles": ready})
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
-    def observed(route: str, handler: Handler) -> Handler:
-        """`handler`, its answers counted and timed (`Service.observe`) under `route`; the
-        outcome is the handler's `request.state.outcome`, else its X-Cache, else `ok`."""
+    def client_of(self, request: Request) -> str:
+        """The line's name for the sender (see `client_address`)."""
+        peer = request.client.host if request.client else "unknown"
+        forwarded = request.headers.get("x-forwarded-for")
+        return client_address(peer, forwarded, self.settings.trusted_proxies)
 
-        async def run(request: Request) -> Response:
-            start = time.perf_counter()
-            try:
-                response = await handler(request)
-            except AnimeGANError as exc:
-                service.observe(route, exc.code, exc.http_status, time.perf_counter() - start)
-                raise
-            except Exception:
-                service.observe(route, "internal", 500, time.perf_counter() - start)
-                raise
-            outcome = getattr(request.state, "outcome", response.headers.get("x-cache", "ok"))
-            service.observe(route, outcome, response.status_code, time.perf_counter() - start)
-            return response
 
-        return run
+def observed(service: Service, route: str, handler: Handler) -> Handler:
+    """`handler`, its answers counted and timed (`Service.observe`) under `route`; the outcome
+    is the handler's `request.state.outcome`, else its X-Cache, else `ok`."""
 
-    trusted = settings.trusted_proxies
-    key = settings.api_key.get_secret_value() if settings.api_key else None
-    return Starlette(
-        routes=[
-            Route("/", page, methods=["GET"]),  # the page holds no data; it asks for the key
-            Route("/v1/stylize", guarded(observed("stylize", stylize), key), methods=["POST"]),
-            Route("/v1/jobs", guarded(observed("jobs", submit_job), key), methods=["POST"]),
-            Route("/v1/jobs/{job_id}", guarded(job, key), methods=["GET"]),
-            Route("/v1/jobs/{job_id}", guarded(cancel_job, key), methods=["DELETE"]),
-            Route("/v1/jobs/{job_id}/events", guarded(job_events, key), methods=["GET"]),
-            Route("/v1/results/{key}", guarded(observed("results", result), key), methods=["GET"]),
-            Route("/v1/examples", guarded(examples, key), methods=["GET"]),
-            Route("/v1/examples/{name}", guarded(example, key), methods=["GET"]),
-            Route("/v1/styles", guarded(styles, key), methods=["GET"]),
-            Route("/v1/stats", guarded(stats, key), methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),  # for load balancers: says only ok or not
-            Route("/transform", guarded(observed("transform", transform), key), methods=["POST"]),
-        ],
-        exception_handlers={
-            AnimeGANError: error_response,
-            HTTPException: http_error_response,
-            Exception: internal_error_response,
-        },
-    )
+    async def run(request: Request) -> Response:
+        with counted(service.observe, route) as answer:
+            response = await handler(request)
+            answer.status = response.status_code
+            answer.outcome = getattr(
+                request.state, "outcome", response.headers.get("x-cache", "ok")
+            )
+        return response
+
+    return run
+
+
+def job_json(view: JobView, root: str = "") -> dict[str, Any]:
+    """A job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
+    return {
+        "id": view.id,
+        "status": view.status,
+        "position": view.position,
+        "eta_s": None if view.eta_s is None else round(view.eta_s, 1),
+        "result": None if view.result is None else f"{root}/v1/results/{view.result}",
+        "error": None if view.error is None else view.error.to_dict()["error"],
+    }
 
 
 def root_of(request: Request) -> str:
@@ -268,7 +303,7 @@ async def event_stream(news: AsyncIterator[JobView | None], root: str) -> AsyncI
         if view is None:
             yield ": keep-alive\n\n"
             continue
-        data = view.to_json(root)
+        data = job_json(view, root)
         fields = {
             "queued": {"position": data["position"], "eta_s": data["eta_s"]},
             "running": {"eta_s": data["eta_s"]},
@@ -278,11 +313,11 @@ async def event_stream(news: AsyncIterator[JobView | None], root: str) -> AsyncI
         yield f"event: {view.status}\ndata: {json.dumps(fields)}\n\n"
 
 
-def guarded(handler: Handler, key: str | None) -> Handler:
-    """`handler` behind `Authorization: Bearer <key>`, checked before the body is read."""
-    if key is None:
+def guarded(handler: Handler, api_key: str | None) -> Handler:
+    """`handler` behind `Authorization: Bearer <api_key>`, checked before the body is read."""
+    if api_key is None:
         return handler
-    expected = f"Bearer {key}".encode()
+    expected = f"Bearer {api_key}".encode()
 
     async def check(request: Request) -> Response:
         given = request.headers.get("authorization", "").encode()

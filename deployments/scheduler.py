@@ -1,9 +1,11 @@
 """The cluster's line for the model: one named actor around the core's `Scheduler`, and its client.
 
 Model replicas report here (their counters for `/v1/stats`, and their slots, which size the
-line); ingress replicas queue jobs and synchronous requests here and take jobs from it. For a
-synchronous request the client treats any failure of the actor as "go on without the line", as
-the cache client does: the model deployment's own bound still sheds what it cannot take.
+line); ingress replicas queue jobs and synchronous requests here and take jobs from it. The
+client is the ingress's `Line` (core/tiers.py) and `JobLine` (core/jobs.py). For a synchronous
+request it treats any failure of the actor as "go on without the line", as the cache client
+does: the model deployment's own bound still sheds what it cannot take. A call that cannot do
+without the actor (a job's submission, its state) is refused with `Overloaded` instead.
 """
 
 from __future__ import annotations
@@ -12,19 +14,21 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray import serve
 
-from .actors import named_actor
+from .actors import ActorDown, ask, named_actor
+from .core.background import Background
 from .core.errors import AnimeGANError, Overloaded
+from .core.jobs import JobWork
 from .core.replica_stats import ReplicaStats, Snapshot
-from .core.scheduler import JobView, Scheduler
+from .core.scheduler import JobView, Scheduler, Taken
 from .core.settings import Settings
+from .core.shed_hold import ShedHold
+from .core.tiers import Turn
 
 log = logging.getLogger("ray.serve")
 
@@ -33,9 +37,8 @@ SWEEP_EVERY_S = 1.0
 # Model replicas report at least every health check (10 s); one silent for longer is gone.
 REPLICA_FRESH_S = 30.0
 TAKE_WAIT_S = 1.0  # an ingress replica's take doubles as its heartbeat
-# After the line refuses a request (or a job), further ones are refused here for this long
-# without asking it: a refusal then costs no actor call, and the line cannot drain meanwhile.
-SHED_HOLD_S = 1.0
+BUSY = "too many requests are waiting for the model; retry later"
+UNAVAILABLE = "the job queue is unavailable; retry in a few seconds"
 
 
 # Waiting takes and tickets are coroutines: far more than the default 1,000 may be open.
@@ -57,14 +60,14 @@ class SchedulerActor:
     def replica_snapshots(self) -> dict[str, Snapshot]:
         return self.replicas.fresh()
 
-    def submit(self, job_id: str, client: str, key: str, payload: Any) -> JobView:
+    def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView:
         self._keep_sweeping()
-        return self.scheduler.submit(job_id, client, key, payload)
+        return self.scheduler.submit(job_id, client, key, work)
 
     def record_done(self, job_id: str, client: str, key: str) -> JobView:
         return self.scheduler.record_done(job_id, client, key)
 
-    async def take(self, worker: str, limit: int) -> list[tuple[str, Any]]:
+    async def take(self, worker: str, limit: int) -> list[Taken]:
         self._keep_sweeping()
         return await self.scheduler.take(worker, limit, TAKE_WAIT_S)
 
@@ -120,33 +123,6 @@ def scheduler_actor(settings: Settings) -> Any:
     )
 
 
-class Hold:
-    """For SHED_HOLD_S after the line refused one, refuse here without asking it."""
-
-    def __init__(self) -> None:
-        self.refused = 0  # refusals made here, inside a hold
-        self._until = 0.0
-        self._retry_after_s = 1.0
-
-    def start(self, retry_after_s: float | None) -> None:
-        self._until = time.monotonic() + SHED_HOLD_S
-        self._retry_after_s = retry_after_s or self._retry_after_s
-
-    def active(self) -> float | None:
-        """Seconds to retry after, while the hold lasts (a refusal made here); else None."""
-        if time.monotonic() < self._until:
-            self.refused += 1
-            return self._retry_after_s
-        return None
-
-
-@dataclass
-class Turn:
-    """A synchronous request's slot; set `computed` once the model ran for it."""
-
-    computed: bool = False
-
-
 class SchedulerClient:
     """An ingress replica's side of the scheduler actor."""
 
@@ -156,9 +132,14 @@ class SchedulerClient:
         self.worker = worker
         self.call_timeout_s = call_timeout_s
         self.unavailable = 0
-        self.busy = Hold()  # after the line refused a synchronous request
-        self.full = Hold()  # after the line refused a job: it is full
-        self._background: set[asyncio.Task[None]] = set()
+        self.busy = ShedHold()  # after the line refused a synchronous request
+        self.full = ShedHold()  # after the line refused a job: it is full
+        self.background = Background()
+
+    # The walk's `Line`
+
+    def refuse_if_busy(self) -> None:
+        self.busy.check()
 
     @contextlib.asynccontextmanager
     async def turn(self, client: str, key: str) -> AsyncIterator[Turn]:
@@ -169,104 +150,121 @@ class SchedulerClient:
         )
         in_line = True
         try:
-            refused: float | None = await acquire
-        except ray.exceptions.RayError as exc:
-            self._down(exc)
+            refused: float | None = await ask(acquire, None)
+        except ActorDown as down:
+            self._down(down)
             refused, in_line = None, False  # go on without the line
         except BaseException:  # the request was cancelled or timed out while in line
-            self._in_background(self.actor.release.remote(ticket, None, False))
+            self._settle(self.actor.release.remote(ticket, None, False))
             raise
         if refused is not None:
-            self.busy.start(refused)
-            raise Overloaded(
-                "too many requests are waiting for the model; retry later",
-                retry_after_s=refused,
-            )
+            refusal = Overloaded(BUSY, retry_after_s=refused)
+            self.busy.start(refusal)
+            raise refusal
         turn = Turn()
         try:
             yield turn
         finally:
             if in_line:
                 done_key = key if turn.computed else None
-                self._in_background(self.actor.release.remote(ticket, done_key, turn.computed))
+                self._settle(self.actor.release.remote(ticket, done_key, turn.computed))
 
-    async def take(self, limit: int) -> list[tuple[str, Any]]:
-        """Jobs whose turn has come, for this replica (waits up to TAKE_WAIT_S for one)."""
+    # The jobs' `JobLine`
+
+    def refuse_if_full(self) -> None:
+        self.full.check()
+
+    async def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView:
         try:
-            taken: list[tuple[str, Any]] = await asyncio.wait_for(
-                self.actor.take.remote(self.worker, limit), TAKE_WAIT_S + self.call_timeout_s
+            view: JobView = await ask(
+                self.actor.submit.remote(job_id, client, key, work), self.call_timeout_s
             )
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            self._down(exc)
-            await asyncio.sleep(TAKE_WAIT_S)
+        except Overloaded as refusal:  # the line's own: it is full
+            self.full.start(refusal)
+            raise
+        except ActorDown as down:
+            raise self._unavailable(down) from None
+        return view
+
+    async def record_done(self, job_id: str, client: str, key: str) -> JobView:
+        view: JobView = await self._needed(self.actor.record_done.remote(job_id, client, key))
+        return view
+
+    async def take(self, limit: int) -> list[Taken]:
+        """Jobs whose turn has come, for this replica (waits up to TAKE_WAIT_S for one)."""
+        ref = self.actor.take.remote(self.worker, limit)
+        taken: list[Taken] | None = await self._or_none(ref, TAKE_WAIT_S + self.call_timeout_s)
+        if taken is None:
+            await asyncio.sleep(TAKE_WAIT_S)  # down: ask again in a moment
             return []
         return taken
 
     def finish(
         self, job_id: str, *, key: str | None, error: AnimeGANError | None, computed: bool
     ) -> None:
-        self._in_background(self.actor.finish.remote(job_id, key, error, computed))
+        self._settle(self.actor.finish.remote(job_id, key, error, computed))
 
-    async def submit(self, job_id: str, client: str, key: str, payload: Any) -> JobView:
-        try:
-            view: JobView = await self._ask(self.actor.submit.remote(job_id, client, key, payload))
-        except Overloaded as refused:
-            self.full.start(refused.retry_after_s)
-            raise
-        return view
-
-    async def record_done(self, job_id: str, client: str, key: str) -> JobView:
-        view: JobView = await self._ask(self.actor.record_done.remote(job_id, client, key))
-        return view
+    # Jobs' states, and the line's counters
 
     async def view(self, job_id: str) -> JobView:
-        view: JobView = await self._ask(self.actor.view.remote(job_id))
+        view: JobView = await self._needed(self.actor.view.remote(job_id))
         return view
 
     async def views(self, job_ids: list[str]) -> dict[str, JobView]:
-        views: dict[str, JobView] = await self._ask(self.actor.views.remote(job_ids))
+        views: dict[str, JobView] = await self._needed(self.actor.views.remote(job_ids))
         return views
 
     async def cancel(self, job_id: str) -> None:
-        await self._ask(self.actor.cancel.remote(job_id))
+        await self._needed(self.actor.cancel.remote(job_id))
 
     async def stats(self) -> dict[str, Any] | None:
-        try:
-            stats: dict[str, Any] = await self._ask(self.actor.stats.remote())
-        except Overloaded:
-            return None
+        """The line's counters; None while the actor is down."""
+        stats: dict[str, Any] | None = await self._or_none(self.actor.stats.remote())
         return stats
 
     async def replica_snapshots(self) -> dict[str, Snapshot]:
-        try:
-            fresh: dict[str, Snapshot] = await self._ask(self.actor.replica_snapshots.remote())
-        except Overloaded:
-            return {}
-        return fresh
+        """What the model replicas last reported; {} while the actor is down."""
+        fresh: dict[str, Snapshot] | None = await self._or_none(
+            self.actor.replica_snapshots.remote()
+        )
+        return fresh or {}
 
-    async def _ask(self, ref: ray.ObjectRef) -> Any:
-        """A call the caller cannot do without: its refusal as it is, a failure as `Overloaded`."""
-        try:
-            return await asyncio.wait_for(ref, self.call_timeout_s)
-        except ray.exceptions.RayTaskError as exc:
-            if isinstance(exc.cause, AnimeGANError):
-                raise exc.cause from None
-            self._down(exc)
-        except (TimeoutError, ray.exceptions.RayError) as exc:
-            self._down(exc)
-        raise Overloaded("the job queue is unavailable; retry in a few seconds")
+    @property
+    def shed_here(self) -> int:
+        """Refusals this replica made inside a hold, without asking the line."""
+        return self.busy.refused + self.full.refused
 
-    def _down(self, exc: BaseException) -> None:
+    async def _needed(self, ref: ray.ObjectRef) -> Any:
+        """A call the caller cannot do without: its refusal as it is, the actor down as
+        `Overloaded`."""
+        try:
+            return await ask(ref, self.call_timeout_s)
+        except ActorDown as down:
+            raise self._unavailable(down) from None
+
+    async def _or_none(self, ref: ray.ObjectRef, timeout_s: float | None = None) -> Any:
+        """A call the caller can do without: None while the actor is down."""
+        try:
+            return await ask(ref, timeout_s or self.call_timeout_s)
+        except ActorDown as down:
+            self._down(down)
+            return None
+
+    def _unavailable(self, down: ActorDown) -> Overloaded:
+        self._down(down)
+        return Overloaded(UNAVAILABLE)
+
+    def _down(self, down: ActorDown) -> None:
         self.unavailable += 1
-        log.warning("scheduler actor unavailable (%s)", type(exc).__name__)
-        if isinstance(exc, ray.exceptions.ActorDiedError):  # restarts exhausted: a new one
+        log.warning("scheduler actor unavailable (%s)", down)
+        if down.died:  # restarts exhausted: a new one
             self.actor = scheduler_actor(self.settings)
 
-    def _in_background(self, ref: ray.ObjectRef) -> None:
-        async def settle() -> None:
-            with contextlib.suppress(TimeoutError, ray.exceptions.RayError):
-                await asyncio.wait_for(ref, self.call_timeout_s)
+    def _settle(self, ref: ray.ObjectRef) -> None:
+        """A call whose answer nobody waits for (it frees a slot, ends a job)."""
 
-        task = asyncio.create_task(settle())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        async def settle() -> None:
+            with contextlib.suppress(ActorDown, AnimeGANError):
+                await ask(ref, self.call_timeout_s)
+
+        self.background.spawn(settle())

@@ -46,8 +46,9 @@ REQUESTS = Metric(
     "animegan_requests",
     "counter",
     ("route", "outcome", "status"),
-    "Requests answered, by route (stylize, jobs, transform, results, handle), outcome (hit, "
-    "miss, shared, queued, or the error code) and HTTP status",
+    "Requests answered, by route (stylize, jobs, transform, results; handle and handle_jobs "
+    "for the Python handle's stylize and submit), outcome (hit, miss, shared, queued, or the "
+    "error code) and HTTP status",
 )
 REQUEST_SECONDS = Metric(
     "animegan_request_seconds",
@@ -119,3 +120,22 @@ def table() -> str:
         labels = ", ".join(f"`{label}`" for label in m.labels) or "-"
         rows.append(f"| `{m.exported}` | {m.kind} | {labels} | {m.meaning} |")
     return "\n".join(rows)
+
+
+class IngressMetrics:
+    """An ingress replica's metrics: answers by route and outcome, and tiers it went without."""
+
+    def __init__(self) -> None:
+        self._metrics = {m.name: m.make() for m in INGRESS_METRICS}
+
+    def observe(self, route: str, outcome: str, status: int, seconds: float) -> None:
+        """One answered request: `outcome` is the cache's, `queued`, `ok` or the error code."""
+        self._metrics[REQUESTS.name].inc(
+            tags={"route": route, "outcome": outcome, "status": str(status)}
+        )
+        self._metrics[REQUEST_SECONDS.name].observe(
+            seconds, tags={"route": route, "outcome": outcome}
+        )
+
+    def unavailable(self, tier: str) -> None:
+        self._metrics[CACHE_UNAVAILABLE.name].inc(tags={"tier": tier})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_network
-from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -82,8 +81,8 @@ class StandIn:
             raise errors.UnknownResult(f"no result {key!r}")
         return Picture(b"\x89PNG\r\n\x1a\n picture", CUT)
 
-    def examples_view(self, root: str = "") -> list[dict[str, Any]]:
-        return [{"name": "cat.jpg", "original": f"{root}/v1/examples/cat.jpg", "results": {}}]
+    def gallery(self) -> list[tuple[Example, dict[str, str]]]:
+        return [(Example("cat.jpg", b"\xff\xd8\xff cat", "image/jpeg"), {"paprika": KEY})]
 
     def example(self, name: str) -> Example:
         if name != "cat.jpg":
@@ -242,6 +241,9 @@ def test_transform_answers_hex_png_at_256_px_to_multipart_only(
     assert (options.size, options.format) == (256, "png")
     raw = client.post("/transform", content=b"photo")
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "bad_parameter"
+    # The content type is checked before the body is read: a large raw body is not read.
+    large = client.post("/transform", content=b"x" * (LIMIT * 5))
+    assert large.status_code == 400 and large.json()["error"]["code"] == "bad_parameter"
 
 
 def test_styles_list_each_style_without_its_hash(http: tuple[TestClient, StandIn]) -> None:
@@ -407,7 +409,13 @@ def test_a_result_is_immutable_and_typed_by_its_bytes(http: tuple[TestClient, St
 def test_examples_are_listed_and_served(http: tuple[TestClient, StandIn]) -> None:
     client, _ = http
     listed = client.get("/v1/examples").json()
-    assert listed == [{"name": "cat.jpg", "original": "/v1/examples/cat.jpg", "results": {}}]
+    assert listed == [
+        {
+            "name": "cat.jpg",
+            "original": "/v1/examples/cat.jpg",
+            "results": {"paprika": f"/v1/results/{KEY}"},
+        }
+    ]
     picture = client.get("/v1/examples/cat.jpg")
     assert picture.headers["content-type"] == "image/jpeg" and picture.content.endswith(b"cat")
     missing = client.get("/v1/examples/dog.jpg")

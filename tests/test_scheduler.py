@@ -45,7 +45,7 @@ def line(clock: Clock, *, slots: int = 1, **limits: Any) -> Scheduler:
 
 
 async def take(scheduler: Scheduler, worker: str = "w", limit: int = 10) -> list[str]:
-    return [job for job, _ in await scheduler.take(worker, limit, wait_s=0.01)]
+    return [job.id for job in await scheduler.take(worker, limit, wait_s=0.01)]
 
 
 async def pace(scheduler: Scheduler, clock: Clock, *, every_s: float, count: int = 3) -> None:
@@ -65,7 +65,7 @@ def test_jobs_wait_for_a_slot_and_are_taken_fairly_between_clients() -> None:
             scheduler.submit(f"bulk{i}", "bulk", f"k{i}", payload=f"work{i}")
         scheduler.submit("lone", "lone", "k-lone", payload="lone work")
         assert scheduler.view("lone").position == 1  # after bulk0's turn, not after all three
-        assert await scheduler.take("w", 10, wait_s=0.01) == [("bulk0", "work0")]
+        assert await scheduler.take("w", 10, wait_s=0.01) == [("bulk0", "k0", "work0")]
         assert await take(scheduler) == []  # the one slot is busy
         assert scheduler.view("bulk0").status == "running"
         scheduler.finish("bulk0", key="k0", computed=True)
@@ -82,7 +82,7 @@ def test_a_take_waits_until_a_job_arrives() -> None:
         waiting = asyncio.create_task(scheduler.take("w", 5, wait_s=2))
         await asyncio.sleep(0.01)
         scheduler.submit("j", "c", "k", payload="work")
-        assert await waiting == [("j", "work")]
+        assert await waiting == [("j", "k", "work")]
 
     run(scenario)
 
@@ -176,10 +176,8 @@ def test_a_failed_job_keeps_its_error_and_shares_nothing() -> None:
         await take(scheduler)
         scheduler.finish("a", key=None, error=InvalidImage("broken"))
         view = scheduler.view("a")
-        assert (view.status, view.to_json()["error"]) == (
-            "failed",
-            {"code": "invalid_image", "message": "broken"},
-        )
+        assert view.status == "failed" and view.error is not None
+        assert (view.error.code, view.error.message) == ("invalid_image", "broken")
         assert scheduler.view("b").status == "queued"
 
     run(scenario)
@@ -195,7 +193,7 @@ def test_only_a_queued_job_can_be_cancelled() -> None:
             scheduler.cancel("a")
         scheduler.cancel("b")
         view = scheduler.view("b")
-        assert (view.status, view.to_json()["error"]["code"]) == ("failed", "cancelled")
+        assert (view.status, view.error and view.error.code) == ("failed", "cancelled")
         with pytest.raises(UnknownJob):
             scheduler.cancel("never")
 
@@ -207,7 +205,7 @@ def test_finished_jobs_are_forgotten_after_their_ttl() -> None:
         clock = Clock()
         scheduler = line(clock, ttl_s=60)
         scheduler.record_done("cached", "c", "k")
-        assert scheduler.view("cached").to_json()["result"] == "/v1/results/k"
+        assert scheduler.view("cached").result == "k"
         clock.now += 59
         scheduler.sweep()
         scheduler.view("cached")
@@ -233,7 +231,7 @@ def test_jobs_of_a_silent_ingress_replica_fail_and_its_slots_come_back() -> None
         clock.now += 6
         scheduler.sweep()
         view = scheduler.view("a")
-        assert (view.status, view.to_json()["error"]["code"]) == ("failed", "job_lost")
+        assert (view.status, view.error and view.error.code) == ("failed", "job_lost")
         assert scheduler.running == 0
         scheduler.finish("a", key="k1", computed=True)  # too late: stays failed
         assert scheduler.view("a").status == "failed"

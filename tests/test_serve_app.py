@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import re
@@ -151,11 +152,36 @@ def test_a_python_handle_gets_the_same_bytes_and_the_same_cache(service: Service
     assert jpeg[:3] == b"\xff\xd8\xff"
 
 
+HANDLE_API = {"stylize", "submit", "job"}  # README "From another Ray app"
+
+
+def test_the_handle_exposes_only_its_documented_api(service: Service) -> None:
+    """Serve calls any attribute a handle names: internals must not be attributes at all."""
+    from ray import serve
+    from ray.serve._private.http_util import ASGIAppReplicaWrapper
+    from ray.serve.exceptions import RayServeException
+
+    handle = serve.get_app_handle("animegan")
+    for internal in ("infer", "_answer", "process", "compute", "observe", "key", "_run_job"):
+        with pytest.raises(RayServeException, match="does not exist"):
+            getattr(handle, internal).remote(b"x", "paprika").result(timeout_s=30)
+    with pytest.raises(Exception):  # noqa: B017 - an attribute, not a method: any refusal
+        handle.service.remote().result(timeout_s=30)
+    with pytest.raises(RayServeException, match="Available methods") as refused:
+        handle.no_such_method.remote().result(timeout_s=30)
+    listed = re.search(r"Available methods: (\[.*?\])", str(refused.value))
+    assert listed is not None
+    callable_names = set(ast.literal_eval(listed.group(1)))
+    serves_own = {name for name in dir(ASGIAppReplicaWrapper) if not name.startswith("__")}
+    serves_own.add("_asgi_app")  # the Starlette app Serve keeps on the replica (`_set_asgi_app`)
+    assert callable_names - serves_own == HANDLE_API
+
+
 def test_either_way_to_the_model_gives_the_same_pixels(service: Service) -> None:
     """Usual pictures go to the model over gRPC, larger ones through Ray's object store."""
     from ray import serve
 
-    from deployments.ingress import DIRECT_MAX_BYTES
+    from deployments.model_client import DIRECT_MAX_BYTES
 
     model = serve.get_deployment_handle("StyleModel", app_name="animegan")
     pixels = smooth_picture(96, 64, seed=21)

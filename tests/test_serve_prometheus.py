@@ -87,24 +87,32 @@ def total(prometheus: str, query: str) -> float:
     return sum(float(r["value"][1]) for r in answer.json()["data"]["result"])
 
 
-def requests(outcome: str, status: int) -> str:
-    labels = f'application="animegan",route="stylize",outcome="{outcome}",status="{status}"'
+def requests(outcome: str, status: int, route: str = "stylize") -> str:
+    labels = f'application="animegan",route="{route}",outcome="{outcome}",status="{status}"'
     return f"ray_animegan_requests_total{{{labels}}}"
 
 
 def test_counters_move_by_the_traffic_sent(service: Service, prometheus: str) -> None:
+    from ray import serve
+
     eventually(lambda: total(prometheus, 'up{job="ray"}') == 1)
     watched = {
         "miss": requests("miss", 200),
         "hit": requests("hit", 200),
         "invalid_image": requests("invalid_image", 400),
+        "handle": requests("miss", 200, route="handle"),
+        "handle_jobs": requests("queued", 202, route="handle_jobs"),
     }
     before = {name: total(prometheus, query) for name, query in watched.items()}
     pictures = [jpeg_bytes(smooth_picture(64, 48, seed=9300 + i)) for i in range(3)]
     for image in pictures + pictures[:2]:  # 3 misses, then 2 hits
         httpx.post(f"{service.url}/v1/stylize", content=image, params={"size": 48}, timeout=60)
     httpx.post(f"{service.url}/v1/stylize", content=b"\xff\xd8\xff broken", timeout=60)
-    sent = {"miss": 3, "hit": 2, "invalid_image": 1}
+    # The Python handle's calls are counted the same way, under routes of their own.
+    handle = serve.get_app_handle("animegan")
+    handle.stylize.remote(jpeg_bytes(smooth_picture(64, 48, seed=9310)), size=48).result()
+    handle.submit.remote(jpeg_bytes(smooth_picture(64, 48, seed=9311)), size=48).result()
+    sent = {"miss": 3, "hit": 2, "invalid_image": 1, "handle": 1, "handle_jobs": 1}
     eventually(
         lambda: all(
             total(prometheus, query) - before[name] == sent[name] for name, query in watched.items()

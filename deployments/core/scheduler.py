@@ -24,7 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import (
     AnimeGANError,
@@ -59,16 +59,13 @@ class JobView:
     def finished(self) -> bool:
         return self.status in ("done", "failed")
 
-    def to_json(self, root: str = "") -> dict[str, Any]:
-        """The job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "position": self.position,
-            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
-            "result": None if self.result is None else f"{root}/v1/results/{self.result}",
-            "error": None if self.error is None else self.error.to_dict()["error"],
-        }
+
+class Taken(NamedTuple):
+    """A job handed to an ingress replica to run: its id, its result's key and its work."""
+
+    id: str
+    key: str
+    payload: Any
 
 
 @dataclass
@@ -96,7 +93,7 @@ class _Taker:
 
     worker: str
     limit: int
-    jobs: list[tuple[str, Any]] = field(default_factory=list)
+    jobs: list[Taken] = field(default_factory=list)
     done: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -202,8 +199,8 @@ class Scheduler:
         self.counters["jobs"] += 1
         return self.view(job_id)
 
-    async def take(self, worker: str, limit: int, wait_s: float) -> list[tuple[str, Any]]:
-        """Up to `limit` jobs (id, payload) for `worker` to run, waiting up to `wait_s` for one."""
+    async def take(self, worker: str, limit: int, wait_s: float) -> list[Taken]:
+        """Up to `limit` jobs for `worker` to run, waiting up to `wait_s` for one."""
         self._workers[worker] = self.clock()
         if limit <= 0:
             return []
@@ -354,7 +351,7 @@ class Scheduler:
                 entry.grant.set_result(True)
             elif taker is not None:
                 entry.worker = taker.worker
-                taker.jobs.append((entry.id, entry.payload))
+                taker.jobs.append(Taken(entry.id, entry.key, entry.payload))
                 entry.payload = None
         for taker in self._takers:
             if taker.jobs and not taker.done.done():

@@ -1,0 +1,247 @@
+"""The service one ingress replica runs, in plain Python: what the HTTP routes and the handle call.
+
+    key -> the tiers (core/tiers.py) -> on a miss: decode here, infer on the model, encode here
+
+Its collaborators arrive as small protocols: the model deployment's client, the cluster cache's,
+the line's, Redis. The ingress deployment wires the real ones; nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import pipeline
+from .background import Background
+from .cache_key import cache_key
+from .counted import Observe
+from .errors import Timeout, UnknownResult
+from .examples import Example
+from .job_watch import JobWatch
+from .jobs import JobLine, Jobs, JobWork
+from .options import StylizeOptions
+from .replica_stats import Snapshot, summarize
+from .result_store import ResultStore
+from .results import Picture, StyleStatus, Stylized
+from .scheduler import JobView
+from .settings import Settings
+from .styles import STYLES_WAIT_S, StyleList
+from .tiers import ClusterCache, Line, Store, Tiers
+from .warming import Warming
+
+EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
+RESULT_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+class Model(Protocol):
+    """The model deployment, as the service calls it."""
+
+    async def infer(self, pixels: np.ndarray, style: str, solo: bool) -> np.ndarray: ...
+
+    async def styles(self) -> list[StyleStatus]: ...
+
+
+class Cache(ClusterCache, Protocol):
+    """The cluster cache, with its counters."""
+
+    unavailable: int  # calls that failed: served without it
+
+    async def stats(self) -> dict[str, Any] | None: ...
+
+
+class Redis(Store, Protocol):
+    """The Redis tier, with its counters."""
+
+    def stats(self) -> dict[str, Any]: ...
+
+
+class ServiceLine(Line, JobLine, Protocol):
+    """The line, with the jobs' states and its counters."""
+
+    unavailable: int  # calls that failed
+
+    @property
+    def shed_here(self) -> int: ...
+
+    async def view(self, job_id: str) -> JobView: ...
+
+    async def views(self, job_ids: list[str]) -> dict[str, JobView]: ...
+
+    async def cancel(self, job_id: str) -> None: ...
+
+    async def stats(self) -> dict[str, Any] | None: ...
+
+    async def replica_snapshots(self) -> dict[str, Snapshot]: ...
+
+
+class StyleService:
+    """Stylize requests, jobs, stored results, the style list and the examples of one replica."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: Model,
+        cache: Cache,
+        redis: Redis | None,
+        line: ServiceLine,
+        observe: Observe,
+        examples: list[Example],
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.cache = cache
+        self.redis = redis
+        self.line = line
+        self.observe = observe  # one answered request, into the metrics
+        self.background = Background()
+        hot: ResultStore[Picture] = ResultStore(
+            settings.local_cache_max_bytes, ttl_s=settings.cache_ttl_s
+        )
+        self.tiers = Tiers(
+            hot=hot, cluster=cache, redis=redis, line=line, background=self.background
+        )
+        self.style_list = StyleList(model.styles)
+        self.jobs = Jobs(
+            line,
+            self.tiers,
+            self._run_job,
+            check=lambda image: pipeline.check_upload(image, settings),
+            background=self.background,
+        )
+        self.watch = JobWatch(line.views, poll_s=0.5)
+        self.warming = Warming(
+            examples, styles=self.style_list, queued=self._queued, stylize=self._warm_one
+        )
+        self.active = 0  # requests and jobs this replica is working on
+
+    def start(self) -> None:
+        """The background work: the first ask for the styles, taking jobs, warming examples."""
+        self.style_list.refresh(self.settings.request_timeout_s)
+        self.background.spawn(self.jobs.take_forever())
+        if self.warming.examples:
+            self.background.spawn(self.warming.run())
+
+    # Stylizing
+
+    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
+        """The request path, for HTTP and handle callers alike, within `request_timeout_s`:
+
+        1. key: SHA-256 of the image bytes, the options and the style's weights identity;
+        2. this replica's hot cache: `hit`;
+        3. the cluster cache (the key's shard): stored (`hit`), or an identical request in
+           flight that this one waits for (`shared`), or else this request claims the key;
+        4. Redis, when `cache_redis_url` is set: stored there (`hit`);
+        5. `miss`: wait in the line for a model slot (fairly between clients; refused at once
+           if the wait would be too long), then `compute`; kept in every tier.
+        Refusals are `AnimeGANError`s, raised as they are to the caller.
+        """
+        async with self._working():
+            key = await self.key(image, options)
+            return await self._answer(key, image, options, client)
+
+    async def key(self, image: bytes, options: StylizeOptions) -> str:
+        identity = await self.style_list.weights_identity(
+            options.style, wait_s=self.settings.request_timeout_s
+        )
+        return cache_key(image, options, identity)
+
+    async def compute(self, image: bytes, options: StylizeOptions) -> Picture:
+        """Decode (and find the face) here, infer on the model deployment, encode here: bad
+        input never reaches a batch."""
+        pixels, cut = await asyncio.to_thread(pipeline.decode_upload, image, options, self.settings)
+        # Alone in this ingress: no other request can want the model's cores while it runs.
+        stylized = await self.model.infer(pixels, options.style, self.active == 1)
+        body = await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
+        return Picture(body, cut)
+
+    async def result(self, key: str) -> Picture:
+        """A stored result by its key (`/v1/results/{key}`)."""
+        if RESULT_KEY.fullmatch(key) and (picture := await self.tiers.lookup(key)) is not None:
+            return picture
+        raise UnknownResult(f"no result {key!r}: never computed, or evicted since; submit again")
+
+    async def _answer(
+        self, key: str, image: bytes, options: StylizeOptions, client: str | None
+    ) -> Stylized:
+        picture, cache = await self.tiers.answer(key, lambda: self.compute(image, options), client)
+        return Stylized(picture, key, cache, options)
+
+    @contextlib.asynccontextmanager
+    async def _working(self) -> AsyncIterator[None]:
+        """A request or job at work here, within the request deadline."""
+        self.active += 1
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                yield
+        except TimeoutError:
+            deadline = self.settings.request_timeout_s
+            raise Timeout(f"no result within the {deadline:g} s deadline; retry later") from None
+        finally:
+            self.active -= 1
+
+    # Jobs: the same work, queued, run by whichever ingress replica the line hands it to
+
+    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
+        """Queue a job (done at once if its result is stored); refusals of the input now."""
+        return await self.jobs.submit(await self.key(image, options), image, options, client)
+
+    async def job_view(self, job_id: str) -> JobView:
+        return await self.line.view(job_id)
+
+    def follow_job(self, first: JobView) -> AsyncIterator[JobView | None]:
+        """`first`, then the job's news until it ends (None: a keep-alive)."""
+        return self.watch.follow(first)
+
+    async def cancel_job(self, job_id: str) -> None:
+        await self.line.cancel(job_id)
+
+    async def _run_job(self, key: str, work: JobWork) -> Stylized:
+        async with self._working():
+            return await self._answer(key, work.image, work.options, None)
+
+    # The style list, the examples, the counters
+
+    async def styles(self, *, wait_s: float = STYLES_WAIT_S) -> list[StyleStatus]:
+        """The model's style statuses; [] while it starts."""
+        return await self.style_list.get(wait_s=wait_s)
+
+    def gallery(self) -> list[tuple[Example, dict[str, str]]]:
+        """Each example, with the result key of each style it is warmed in."""
+        return [(example, self.warming.results(example.name)) for example in self.warming.examples]
+
+    def example(self, name: str) -> Example:
+        return self.warming.example(name)
+
+    async def stats(self) -> dict[str, Any]:
+        """The cluster cache's counters, the line's, this replica's outcomes, the model's."""
+        cache, line, replicas = await asyncio.gather(
+            self.cache.stats(), self.line.stats(), self.line.replica_snapshots()
+        )
+        return {
+            "cache": cache,
+            "line": line,
+            "ingress": {
+                **self.tiers.outcomes,
+                "hot_cache": self.tiers.hot.stats(),
+                "cache_unavailable": self.cache.unavailable,
+                "redis": None if self.redis is None else self.redis.stats(),
+                "line_unavailable": self.line.unavailable,
+                "shed_here": self.line.shed_here,
+                "jobs_running": self.jobs.running,
+            },
+            "model": summarize(replicas),
+        }
+
+    async def _queued(self) -> int | None:
+        line = await self.line.stats()
+        return None if line is None else int(line["queued"])
+
+    async def _warm_one(self, data: bytes, style: str) -> Stylized:
+        options = StylizeOptions.build(self.settings, style=style)
+        return await self.process(data, options, EXAMPLES_CLIENT)
