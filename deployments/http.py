@@ -30,7 +30,7 @@ from .core.counted import counted
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.examples import Example
 from .core.imaging import MEDIA_TYPES, media_type_of
-from .core.jobs import admission_outcome
+from .core.jobs import Admitted, idempotency_key
 from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
@@ -59,7 +59,13 @@ class Service(Protocol):
 
     async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized: ...
 
-    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView: ...
+    async def submit_job(
+        self,
+        image: bytes,
+        options: StylizeOptions,
+        client: str,
+        idempotency_key: str | None = ...,
+    ) -> Admitted: ...
 
     async def job_view(self, job_id: str) -> JobView: ...
 
@@ -152,13 +158,18 @@ class Routes:
         return JSONResponse({"image_base64": result.picture.body.hex()})
 
     async def submit_job(self, request: Request) -> Response:
+        """A job; with an `Idempotency-Key` sent before (by this client, for a job still
+        known), that job again: 200 with its state, nothing queued."""
+        retry = idempotency_key(request.headers.get("idempotency-key"))
         image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
         options = StylizeOptions.parse(params, self.settings)
-        view = await self.service.submit_job(image, options, self.client_of(request))
-        request.state.outcome = admission_outcome(view)
-        root = root_of(request)
+        admitted = await self.service.submit_job(image, options, self.client_of(request), retry)
+        request.state.outcome = admitted.outcome
+        root, view = root_of(request), admitted.view
         return JSONResponse(
-            job_json(view, root), status_code=202, headers={"Location": f"{root}/v1/jobs/{view.id}"}
+            job_json(view, root),
+            status_code=200 if admitted.replayed else 202,
+            headers={"Location": f"{root}/v1/jobs/{view.id}"},
         )
 
     async def job(self, request: Request) -> Response:
@@ -233,10 +244,11 @@ class Routes:
         return JSONResponse({"status": "starting", "ready_styles": []}, status_code=503)
 
     def client_of(self, request: Request) -> str:
-        """The line's name for the sender (see `client_address`)."""
+        """The line's name for the sender (see `client_address` and `client_name`)."""
         peer = request.client.host if request.client else "unknown"
         forwarded = request.headers.get("x-forwarded-for")
-        return client_address(peer, forwarded, self.settings.trusted_proxies)
+        address = client_address(peer, forwarded, self.settings.trusted_proxies)
+        return client_name(address, ipv6_prefix=self.settings.client_ipv6_prefix)
 
 
 def observed(service: Service, route: str, handler: Handler) -> Handler:
@@ -287,6 +299,21 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[IPNet
     while hops and _is_trusted(client, trusted):
         client = hops.pop()
     return client
+
+
+def client_name(address: str, *, ipv6_prefix: int) -> str:
+    """The client an address belongs to: an IPv4 address is one; an IPv6 address is its
+    network of `ipv6_prefix` bits (a host is usually handed a whole /64, and any address in it
+    is its own), written `2001:db8:1:2::/64`. An IPv4 address inside IPv6 counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "unknown", or a name a trusted proxy sent
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
 
 
 def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:

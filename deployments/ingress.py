@@ -18,7 +18,7 @@ from .cache import CacheClient
 from .core.counted import counted
 from .core.errors import TooLarge
 from .core.examples import load_examples
-from .core.jobs import admission_outcome
+from .core.jobs import idempotency_key as checked_key
 from .core.options import StylizeOptions
 from .core.redis_tier import RedisTier
 from .core.service import StyleService
@@ -77,15 +77,19 @@ class Ingress:
         crop: str = "none",
         format: str = "png",
         quality: int | None = None,
+        idempotency_key: str | None = None,
     ) -> str:
-        """A job's id, for `job`; raises the core's typed errors."""
+        """A job's id, for `job` (the same id again for an `idempotency_key` used before);
+        raises the core's typed errors."""
         with counted(self.service.observe, "handle_jobs") as answer:
             options = handle_options(
                 self.service.settings, image, style, size, crop, format, quality
             )
-            view = await self.service.submit_job(image, options, HANDLE_CLIENT)
-            answer.outcome, answer.status = admission_outcome(view), 202  # as POST /v1/jobs
-        return view.id
+            retry = checked_key(idempotency_key)
+            admitted = await self.service.submit_job(image, options, HANDLE_CLIENT, retry)
+            answer.outcome = admitted.outcome
+            answer.status = 200 if admitted.replayed else 202  # as POST /v1/jobs answers
+        return admitted.view.id
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job's state: the JSON of `GET /v1/jobs/{id}`."""

@@ -60,12 +60,17 @@ class SchedulerActor:
     def replica_snapshots(self) -> dict[str, Snapshot]:
         return self.replicas.fresh()
 
-    def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView:
+    def submit(
+        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
+    ) -> JobView:
         self._keep_sweeping()
-        return self.scheduler.submit(job_id, client, key, work)
+        return self.scheduler.submit(job_id, client, key, work, idempotency_key=idempotency_key)
 
-    def record_done(self, job_id: str, client: str, key: str) -> JobView:
-        return self.scheduler.record_done(job_id, client, key)
+    def record_done(
+        self, job_id: str, client: str, key: str, idempotency_key: str | None
+    ) -> JobView:
+        self._keep_sweeping()  # its record expires too
+        return self.scheduler.record_done(job_id, client, key, idempotency_key=idempotency_key)
 
     async def take(self, worker: str, limit: int) -> list[Taken]:
         self._keep_sweeping()
@@ -174,11 +179,12 @@ class SchedulerClient:
     def refuse_if_full(self) -> None:
         self.full.check()
 
-    async def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView:
+    async def submit(
+        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
+    ) -> JobView:
+        ref = self.actor.submit.remote(job_id, client, key, work, idempotency_key)
         try:
-            view: JobView = await ask(
-                self.actor.submit.remote(job_id, client, key, work), self.call_timeout_s
-            )
+            view: JobView = await ask(ref, self.call_timeout_s)
         except Overloaded as refusal:  # the line's own: it is full
             self.full.start(refusal)
             raise
@@ -186,8 +192,11 @@ class SchedulerClient:
             raise self._unavailable(down) from None
         return view
 
-    async def record_done(self, job_id: str, client: str, key: str) -> JobView:
-        view: JobView = await self._needed(self.actor.record_done.remote(job_id, client, key))
+    async def record_done(
+        self, job_id: str, client: str, key: str, idempotency_key: str | None
+    ) -> JobView:
+        ref = self.actor.record_done.remote(job_id, client, key, idempotency_key)
+        view: JobView = await self._needed(ref)
         return view
 
     async def take(self, limit: int) -> list[Taken]:

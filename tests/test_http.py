@@ -14,11 +14,12 @@ from deployments.core.errors import AnimeGANError
 from deployments.core.examples import Example
 from deployments.core.faces import Box
 from deployments.core.imaging import Cut
+from deployments.core.jobs import Admitted
 from deployments.core.options import StylizeOptions
 from deployments.core.results import Picture, StyleStatus, Stylized
 from deployments.core.scheduler import JobView
 from deployments.core.settings import Settings
-from deployments.http import build_http_app, client_address
+from deployments.http import build_http_app, client_address, client_name
 
 KEY = "k" * 64
 CUT = Cut("face", Box(10, 20, 300, 300))
@@ -37,6 +38,7 @@ class StandIn:
         self.ready = True
         self.jobs: dict[str, list[JobView]] = {}  # each job's states, in the order they come
         self.submitted = 0
+        self.idempotent: dict[str, str] = {}  # Idempotency-Key -> job
         self.observed: list[tuple[str, str, int]] = []  # what the metrics were told
 
     async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
@@ -46,9 +48,19 @@ class StandIn:
             raise self.refusal
         return Stylized(Picture(b"picture of " + image, CUT), KEY, "miss", options)
 
-    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
+    async def submit_job(
+        self,
+        image: bytes,
+        options: StylizeOptions,
+        client: str,
+        idempotency_key: str | None = None,
+    ) -> Admitted:
+        if idempotency_key in self.idempotent:
+            return Admitted(self.jobs[self.idempotent[idempotency_key]][0], replayed=True)
         await self.process(image, options, client)
         job = f"job{self.submitted}"
+        if idempotency_key is not None:
+            self.idempotent[idempotency_key] = job
         self.submitted += 1
         self.jobs[job] = [
             JobView(job, "queued", 2, 3.04, None, None),
@@ -56,7 +68,7 @@ class StandIn:
             JobView(job, "running", None, 0.5, None, None),
             JobView(job, "done", None, None, KEY, None),
         ]
-        return self.jobs[job][0]
+        return Admitted(self.jobs[job][0])
 
     async def job_view(self, job_id: str) -> JobView:
         if job_id not in self.jobs:
@@ -461,6 +473,35 @@ def test_the_client_address_follows_only_trusted_proxies(
     assert client_address(peer, forwarded, [ip_network(t) for t in trusted]) == client
 
 
+@pytest.mark.parametrize(
+    "address, prefix, client",
+    [
+        ("203.0.113.9", 64, "203.0.113.9"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", 64, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2ff::1", 56, "2001:db8:1:200::/56"),
+        ("2001:db8::1", 128, "2001:db8::1/128"),
+        ("::ffff:198.51.100.7", 64, "198.51.100.7"),
+        ("unknown", 64, "unknown"),
+    ],
+)
+def test_an_ipv6_client_is_its_network_of_the_prefix(
+    address: str, prefix: int, client: str
+) -> None:
+    assert client_name(address, ipv6_prefix=prefix) == client
+
+
+def test_many_addresses_of_one_ipv6_64_are_one_client_in_line() -> None:
+    service = StandIn(Settings())
+    app = build_http_app(service)
+    for host in range(1, 6):
+        with TestClient(app, client=(f"2001:db8:5:6::{host:x}", 4000)) as client:
+            client.post("/v1/jobs", content=b"photo")
+    with TestClient(app, client=("2001:db8:5:7::1", 4000)) as neighbour:
+        neighbour.post("/v1/jobs", content=b"photo")
+    assert service.clients == ["2001:db8:5:6::/64"] * 5 + ["2001:db8:5:7::/64"]
+
+
 def test_requests_are_queued_under_the_resolved_client_address() -> None:
     service = StandIn(Settings(trusted_proxies=["10.0.0.0/8"]))  # type: ignore[list-item]
     app = build_http_app(service)
@@ -497,3 +538,30 @@ def test_each_answer_is_observed_with_its_route_outcome_and_status(
         ("jobs", "queued", 202),
         ("results", "unknown_result", 404),
     ]
+
+
+def test_a_submission_retried_with_its_idempotency_key_gets_the_same_job(
+    http: tuple[TestClient, StandIn],
+) -> None:
+    client, service = http
+    headers = {"Idempotency-Key": "order-1234"}
+    first = client.post("/v1/jobs", content=b"photo", headers=headers)
+    again = client.post("/v1/jobs", content=b"photo", headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == first.headers["location"]
+    assert service.submitted == 1
+    assert [o for o in service.observed if o[0] == "jobs"] == [
+        ("jobs", "queued", 202),
+        ("jobs", "replayed", 200),
+    ]
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "two words", "tab\tkey"])
+def test_an_idempotency_key_out_of_shape_is_refused_before_the_upload_is_read(
+    http: tuple[TestClient, StandIn], key: str
+) -> None:
+    client, service = http
+    answer = client.post("/v1/jobs", content=b"photo", headers={"Idempotency-Key": key})
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_parameter"
+    assert service.submitted == 0

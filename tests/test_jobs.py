@@ -37,15 +37,19 @@ class LocalJobLine:
     def refuse_if_full(self) -> None:
         self.full.check()
 
-    async def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView:
+    async def submit(
+        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
+    ) -> JobView:
         try:
-            return self.scheduler.submit(job_id, client, key, work)
+            return self.scheduler.submit(job_id, client, key, work, idempotency_key=idempotency_key)
         except Overloaded as refusal:
             self.full.start(refusal)
             raise
 
-    async def record_done(self, job_id: str, client: str, key: str) -> JobView:
-        return self.scheduler.record_done(job_id, client, key)
+    async def record_done(
+        self, job_id: str, client: str, key: str, idempotency_key: str | None
+    ) -> JobView:
+        return self.scheduler.record_done(job_id, client, key, idempotency_key=idempotency_key)
 
     async def take(self, limit: int) -> list[Taken]:
         return await self.scheduler.take("w", limit, wait_s=0.05)
@@ -94,7 +98,7 @@ def test_a_stored_result_makes_the_job_done_from_the_start() -> None:
     async def scenario() -> None:
         replica = Replica()
         replica.walk.cache.coalescer.put("k", PICTURE)
-        view = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")
+        view = (await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")).view
         assert (view.status, view.result) == ("done", "k")
         assert replica.walk.tiers.hot.get("k") == PICTURE  # copied up on the way
 
@@ -114,7 +118,7 @@ def test_what_is_not_a_picture_is_refused_before_it_is_queued() -> None:
 def test_a_queued_job_is_taken_run_and_ended_with_its_result() -> None:
     async def scenario() -> None:
         replica = Replica()
-        view = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")
+        view = (await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")).view
         assert view.status == "queued"
         ended = await replica.until_ended(view.id)
         assert (ended.status, ended.result) == ("done", "k")
@@ -128,7 +132,7 @@ def test_a_job_refused_while_running_ends_failed_with_the_refusal() -> None:
     async def scenario() -> None:
         replica = Replica()
         replica.walk.model.error = InvalidImage("the picture is cut short")
-        view = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")
+        view = (await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")).view
         ended = await replica.until_ended(view.id)
         assert ended.status == "failed" and isinstance(ended.error, InvalidImage)
 
@@ -143,5 +147,21 @@ def test_after_the_line_says_it_is_full_submissions_are_refused_without_asking()
             with pytest.raises(Overloaded):
                 await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice")
         assert replica.walk.line.scheduler.stats()["refused"] == 1  # the other two: here
+
+    run(scenario)
+
+
+def test_a_retried_submission_gets_its_first_job_whatever_happened_since() -> None:
+    async def scenario() -> None:
+        replica = Replica()
+        first = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice", "retry-1")
+        ended = await replica.until_ended(first.view.id)
+        again = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "alice", "retry-1")
+        assert (first.replayed, again.replayed) == (False, True)
+        assert again.view == ended  # done, with its result; nothing new queued or run
+        assert replica.walk.model.runs == 1
+        assert replica.walk.line.scheduler.stats()["jobs"] == 1
+        other = await replica.jobs.submit("k", b"\x89PNG", OPTIONS, "bob", "retry-1")
+        assert not other.replayed  # keys are the client's own
 
     run(scenario)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from deployments.core.errors import (
+    IdempotencyConflict,
     InvalidImage,
     JobNotQueued,
     Overloaded,
@@ -324,5 +325,29 @@ def test_a_ticket_is_refused_when_the_line_is_full_even_before_its_pace_is_known
         scheduler.submit("b", "c", "k2", None)
         assert await scheduler.acquire("t", "w", "c2", "k", max_wait_s=10) == 2.0
         assert scheduler.stats()["shed"] == 1
+
+    run(scenario)
+
+
+def test_an_idempotency_key_names_one_job_of_one_client_until_the_job_is_forgotten() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, ttl_s=60, max_per_client=1)
+        first = scheduler.submit("a", "alice", "k1", None, idempotency_key="order-7")
+        # The client's limit is reached, yet the retry is answered: it queues nothing.
+        again = scheduler.submit("b", "alice", "k1", None, idempotency_key="order-7")
+        assert again == first and scheduler.stats()["replayed"] == 1
+        with pytest.raises(IdempotencyConflict):
+            scheduler.submit("c", "alice", "k2", None, idempotency_key="order-7")
+        with pytest.raises(IdempotencyConflict):  # a stored result's record_done, the same
+            scheduler.record_done("d", "alice", "k2", idempotency_key="order-7")
+        assert scheduler.submit("e", "bob", "k2", None, idempotency_key="order-7").id == "e"
+        assert scheduler.stats()["jobs"] == 2
+        await take(scheduler)
+        scheduler.finish("a", key="k1")
+        clock.now += 61
+        scheduler.sweep()  # "a" is forgotten, and with it alice's key
+        done = scheduler.record_done("f", "alice", "k2", idempotency_key="order-7")
+        assert (done.id, done.status) == ("f", "done")
 
     run(scenario)

@@ -278,3 +278,44 @@ def test_the_command_line_sends_files_as_jobs_and_shows_them_waiting(
     assert re.search(r"[1-3] queued, 1 running", run.stderr)  # one slot: the rest wait
     assert "6 done, 0 skipped, 0 failed, 0 cached" in run.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 6
+
+
+def test_many_addresses_of_one_ipv6_64_are_held_to_one_clients_limit(crowd: str) -> None:
+    idle(crowd)
+    blocker = submit(crowd, picture(7950, side=1024), client="10.9.7.9", size=1024).json()
+    assert blocker["status"] == "running"  # the one slot, for seconds: the rest queue
+    answers = [
+        submit(crowd, picture(7960 + i, side=128), client=f"2001:db8:77:1::{i + 1:x}", size=128)
+        for i in range(10)
+    ]
+    codes = [a.status_code for a in answers]
+    assert codes == [202] * 8 + [429] * 2  # max_jobs_per_client is 8, for the whole /64
+    assert answers[-1].json()["error"]["code"] == "too_many_jobs"
+    neighbour = submit(crowd, picture(7975, side=128), client="2001:db8:77:2::1", size=128)
+    assert neighbour.status_code == 202  # the next /64 is another client
+    for answer in [*answers[:8], neighbour]:
+        assert finished(crowd, answer.json()["id"], timeout_s=300)["status"] == "done"
+
+
+def test_a_retried_submission_with_its_idempotency_key_queues_nothing(service: Service) -> None:
+    from ray import serve
+
+    from deployments.core.errors import IdempotencyConflict
+
+    url, image = service.url, picture(7980)
+    key = {"Idempotency-Key": "retry-7980"}
+    first = httpx.post(f"{url}/v1/jobs", content=image, params={"size": 64}, headers=key)
+    again = httpx.post(f"{url}/v1/jobs", content=image, params={"size": 64}, headers=key)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["id"] == first.json()["id"]
+    other = httpx.post(f"{url}/v1/jobs", content=picture(7981), params={"size": 64}, headers=key)
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_conflict")
+    assert finished(url, first.json()["id"])["status"] == "done"
+    handle = serve.get_app_handle("animegan")
+    ids = {
+        handle.submit.remote(picture(7982), size=64, idempotency_key="handle-7982").result()
+        for _ in range(3)
+    }
+    assert len(ids) == 1
+    with pytest.raises(IdempotencyConflict):
+        handle.submit.remote(picture(7983), size=64, idempotency_key="handle-7982").result()

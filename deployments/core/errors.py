@@ -11,6 +11,7 @@
     ├── JobNotQueued        409 job_not_queued      only a queued job can be cancelled
     ├── Cancelled           409 cancelled           (a job's error) cancelled while queued
     ├── TooLarge            413 too_large           over the byte or pixel limits
+    ├── IdempotencyConflict 422 idempotency_conflict an Idempotency-Key reused for other work
     ├── UnsupportedFormat   415 unsupported_format  not an image format we decode
     ├── TooManyJobs         429 too_many_jobs       this client has its limit of jobs queued
     ├── Overloaded          503 overloaded          the service sheds load; retry later
@@ -93,6 +94,11 @@ class Cancelled(AnimeGANError):
 class TooLarge(AnimeGANError):
     code = "too_large"
     http_status = 413
+
+
+class IdempotencyConflict(AnimeGANError):
+    code = "idempotency_conflict"
+    http_status = 422
 
 
 class UnsupportedFormat(AnimeGANError):

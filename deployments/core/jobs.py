@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .background import Background
-from .errors import AnimeGANError
+from .errors import AnimeGANError, BadParameter
 from .options import StylizeOptions
 from .results import Stylized
 from .scheduler import JobView, Taken
@@ -26,6 +27,7 @@ log = logging.getLogger("ray.serve")
 
 MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
 RETRY_TAKE_S = 1.0
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as Stripe's keys are
 
 
 @dataclass(frozen=True)
@@ -36,15 +38,42 @@ class JobWork:
     options: StylizeOptions
 
 
+@dataclass(frozen=True)
+class Admitted:
+    """A submission's answer: its job, and whether an earlier submission with the same
+    Idempotency-Key made it (`replayed`: nothing new was queued)."""
+
+    view: JobView
+    replayed: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """How it is counted: `replayed`, `hit` (its result was stored already) or `queued`."""
+        if self.replayed:
+            return "replayed"
+        return "hit" if self.view.status == "done" else "queued"
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """A client's Idempotency-Key, checked: 1 to 255 visible ASCII characters."""
+    if value is None or IDEMPOTENCY_KEY.fullmatch(value):
+        return value
+    raise BadParameter("Idempotency-Key must be 1 to 255 visible ASCII characters")
+
+
 class JobLine(Protocol):
     """The line, as jobs need it."""
 
     def refuse_if_full(self) -> None:
         """Raise `Overloaded` at once while the line has just said it is full."""
 
-    async def submit(self, job_id: str, client: str, key: str, work: JobWork) -> JobView: ...
+    async def submit(
+        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
+    ) -> JobView: ...
 
-    async def record_done(self, job_id: str, client: str, key: str) -> JobView: ...
+    async def record_done(
+        self, job_id: str, client: str, key: str, idempotency_key: str | None
+    ) -> JobView: ...
 
     async def take(self, limit: int) -> list[Taken]: ...
 
@@ -76,16 +105,28 @@ class Jobs:
         self.background = background
         self.running = 0
 
-    async def submit(self, key: str, image: bytes, options: StylizeOptions, client: str) -> JobView:
-        """Queue a job for `key`, or record it done if its result is stored."""
+    async def submit(
+        self,
+        key: str,
+        image: bytes,
+        options: StylizeOptions,
+        client: str,
+        idempotency: str | None = None,
+    ) -> Admitted:
+        """Queue a job for `key`, or record it done if its result is stored; with an
+        `idempotency` key the client used before, the job it made then."""
         job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
         if self.tiers.hot.get(key) is not None:  # served lately here: before any refusal
-            return await self.line.record_done(job_id, client, key)
-        self.line.refuse_if_full()  # a refusal then costs no actor call
-        self.check(image)
-        if await self.tiers.lookup(key) is not None:
-            return await self.line.record_done(job_id, client, key)
-        return await self.line.submit(job_id, client, key, JobWork(image, options))
+            view = await self.line.record_done(job_id, client, key, idempotency)
+        else:
+            self.line.refuse_if_full()  # a refusal then costs no actor call
+            self.check(image)
+            if await self.tiers.lookup(key) is not None:
+                view = await self.line.record_done(job_id, client, key, idempotency)
+            else:
+                work = JobWork(image, options)
+                view = await self.line.submit(job_id, client, key, work, idempotency)
+        return Admitted(view, replayed=view.id != job_id)
 
     async def take_forever(self) -> None:
         """Take jobs whose turn has come, and run each beside the others."""
@@ -115,8 +156,3 @@ class Jobs:
         computed = result is not None and result.cache == "miss"
         key = job.key if result is not None else None
         self.line.finish(job.id, key=key, error=error, computed=computed)
-
-
-def admission_outcome(view: JobView) -> str:
-    """How a submission is counted: `hit` when its result was stored already, else `queued`."""
-    return "hit" if view.status == "done" else "queued"

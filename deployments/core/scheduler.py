@@ -29,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 from .errors import (
     AnimeGANError,
     Cancelled,
+    IdempotencyConflict,
     JobLost,
     JobNotQueued,
     Overloaded,
@@ -81,6 +82,7 @@ class _Entry:
     started_at: float | None = None
     finished_at: float | None = None
     error: AnimeGANError | None = None
+    idempotency_key: str | None = None  # the submission's, kept as long as the job is
 
     @property
     def is_ticket(self) -> bool:
@@ -159,7 +161,8 @@ class Scheduler:
         self._entries: dict[str, _Entry] = {}  # queued and running entries, finished jobs
         self._takers: list[_Taker] = []
         self._workers: dict[str, float] = {}  # ingress replica -> last heard from
-        self.counters = {"jobs": 0, "tickets": 0, "shed": 0, "refused": 0, "lost": 0}
+        self._idempotent: dict[tuple[str, str], str] = {}  # (client, Idempotency-Key) -> job
+        self.counters = dict.fromkeys(("jobs", "tickets", "shed", "refused", "lost", "replayed"), 0)
 
     # Slots
 
@@ -169,8 +172,22 @@ class Scheduler:
 
     # Jobs
 
-    def submit(self, job_id: str, client: str, key: str, payload: Any) -> JobView:
-        """Queue a job; raises `Overloaded` when the line is full, `TooManyJobs` per client."""
+    def submit(
+        self,
+        job_id: str,
+        client: str,
+        key: str,
+        payload: Any,
+        *,
+        idempotency_key: str | None = None,
+    ) -> JobView:
+        """Queue a job; raises `Overloaded` when the line is full, `TooManyJobs` per client.
+
+        With an `idempotency_key` the client used before for a job still known, that job is
+        answered instead (if it was for the same `key`; else `IdempotencyConflict`)."""
+        replayed = self._replayed(client, idempotency_key, key)
+        if replayed is not None:
+            return replayed
         if len(self.queue) >= self.max_queued:
             self.counters["refused"] += 1
             raise Overloaded(
@@ -186,17 +203,24 @@ class Scheduler:
                 "retry when one has finished",
                 retry_after_s=self._retry_after(self.queue.position(first) + 1),
             )
-        self._add(_Entry(job_id, client, key, self.clock(), payload=payload))
-        self.counters["jobs"] += 1
+        entry = _Entry(job_id, client, key, self.clock(), payload=payload)
+        self._add(entry)
+        self._remember(entry, idempotency_key)
         self._dispatch()
         return self.view(job_id)
 
-    def record_done(self, job_id: str, client: str, key: str) -> JobView:
-        """A job whose result is already stored: done from the start."""
+    def record_done(
+        self, job_id: str, client: str, key: str, *, idempotency_key: str | None = None
+    ) -> JobView:
+        """A job whose result is already stored: done from the start (or, as for `submit`,
+        the job its `idempotency_key` already names)."""
+        replayed = self._replayed(client, idempotency_key, key)
+        if replayed is not None:
+            return replayed
         now = self.clock()
         entry = _Entry(job_id, client, key, now, status="done", finished_at=now)
         self._entries[job_id] = entry
-        self.counters["jobs"] += 1
+        self._remember(entry, idempotency_key)
         return self.view(job_id)
 
     async def take(self, worker: str, limit: int, wait_s: float) -> list[Taken]:
@@ -310,6 +334,8 @@ class Scheduler:
         for entry in list(self._entries.values()):
             if entry.finished_at is not None and now - entry.finished_at > self.ttl_s:
                 del self._entries[entry.id]
+                if entry.idempotency_key is not None:
+                    self._idempotent.pop((entry.client, entry.idempotency_key), None)
             elif entry.worker in lost:
                 self._lose(entry)
         self._dispatch()
@@ -326,6 +352,27 @@ class Scheduler:
         }
 
     # Internals
+
+    def _replayed(self, client: str, idempotency_key: str | None, key: str) -> JobView | None:
+        """The view of the job `client` submitted with `idempotency_key`, if any."""
+        job_id = (
+            None if idempotency_key is None else self._idempotent.get((client, idempotency_key))
+        )
+        if job_id is None:
+            return None
+        if self._entries[job_id].key != key:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was sent before with another picture or other options; "
+                "use a new key for new work"
+            )
+        self.counters["replayed"] += 1
+        return self.view(job_id)
+
+    def _remember(self, entry: _Entry, idempotency_key: str | None) -> None:
+        self.counters["jobs"] += 1
+        if idempotency_key is not None:
+            entry.idempotency_key = idempotency_key
+            self._idempotent[(entry.client, idempotency_key)] = entry.id
 
     def _add(self, entry: _Entry) -> None:
         self._entries[entry.id] = entry

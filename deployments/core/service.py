@@ -23,7 +23,7 @@ from .counted import Observe
 from .errors import Timeout, UnknownResult
 from .examples import Example
 from .job_watch import JobWatch
-from .jobs import JobLine, Jobs, JobWork
+from .jobs import Admitted, JobLine, Jobs, JobWork
 from .options import StylizeOptions
 from .replica_stats import Snapshot, summarize
 from .result_store import ResultStore
@@ -187,9 +187,17 @@ class StyleService:
 
     # Jobs: the same work, queued, run by whichever ingress replica the line hands it to
 
-    async def submit_job(self, image: bytes, options: StylizeOptions, client: str) -> JobView:
-        """Queue a job (done at once if its result is stored); refusals of the input now."""
-        return await self.jobs.submit(await self.key(image, options), image, options, client)
+    async def submit_job(
+        self,
+        image: bytes,
+        options: StylizeOptions,
+        client: str,
+        idempotency_key: str | None = None,
+    ) -> Admitted:
+        """Queue a job (done at once if its result is stored; the same job again for an
+        Idempotency-Key the client used before); refusals of the input now."""
+        key = await self.key(image, options)
+        return await self.jobs.submit(key, image, options, client, idempotency_key)
 
     async def job_view(self, job_id: str) -> JobView:
         return await self.line.view(job_id)

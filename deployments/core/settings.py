@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     max_wait_s: float | None = Field(default=None, ge=0)
     # Peers whose X-Forwarded-For names the client (fairness is per client address).
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    # An IPv6 client is its network of this many bits, for fairness and every per-client limit:
+    # a host is usually handed a whole /64, so its own addresses would otherwise be many clients.
+    client_ipv6_prefix: int = Field(default=64, ge=1, le=128)
 
     # Access (HTTP only: Python handles are callers inside the cluster)
     api_key: SecretStr | None = Field(default=None, min_length=16)
