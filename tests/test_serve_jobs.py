@@ -282,16 +282,15 @@ def test_the_command_line_sends_files_as_jobs_and_shows_them_waiting(
 
 def test_many_addresses_of_one_ipv6_64_are_held_to_one_clients_limit(crowd: str) -> None:
     idle(crowd)
-    blocker = submit(crowd, picture(7950, side=1024), client="10.9.7.9", size=1024).json()
+    blocker = submit(crowd, picture(7950, side=768), client="10.9.7.9", size=768).json()
     assert blocker["status"] == "running"  # the one slot, for seconds: the rest queue
     answers = [
-        submit(crowd, picture(7960 + i, side=128), client=f"2001:db8:77:1::{i + 1:x}", size=128)
-        for i in range(10)
+        submit(crowd, picture(7960 + i), client=f"2001:db8:77:1::{i + 1:x}") for i in range(10)
     ]
     codes = [a.status_code for a in answers]
     assert codes == [202] * 8 + [429] * 2  # max_jobs_per_client is 8, for the whole /64
     assert answers[-1].json()["error"]["code"] == "too_many_jobs"
-    neighbour = submit(crowd, picture(7975, side=128), client="2001:db8:77:2::1", size=128)
+    neighbour = submit(crowd, picture(7975), client="2001:db8:77:2::1")
     assert neighbour.status_code == 202  # the next /64 is another client
     for answer in [*answers[:8], neighbour]:
         assert finished(crowd, answer.json()["id"], timeout_s=300)["status"] == "done"
