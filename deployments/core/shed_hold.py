@@ -32,11 +32,12 @@ class ShedHold:
         self._until = self.clock() + self.hold_s
 
     def holding(self) -> bool:
+        """Whether a refusal of the line's is being repeated now (a query: refuses nothing)."""
         return self._last is not None and self.clock() < self._until
 
     def check(self) -> None:
         """Raise the line's last refusal again while the hold lasts (counted as made here)."""
         last = self._last
-        if last is not None and self.clock() < self._until:
+        if last is not None and self.holding():
             self.refused += 1
             raise Overloaded(last.message, retry_after_s=last.retry_after_s)
