@@ -46,7 +46,8 @@ def test_a_picture_comes_back_with_its_crop_under_the_prefix(server: RedisServer
         assert await cache.get("k") is None
         await cache.put("k", PICTURE)
         assert await cache.get("k") == PICTURE
-        assert cache.stats() == {"available": True, "misses": 1, "writes": 1, "hits": 1}
+        counted = {name: n for name, n in cache.stats().items() if n}
+        assert counted == {"available": True, "misses": 1, "writes": 1, "hits": 1}
         await cache.close()
 
     run(scenario)
@@ -83,7 +84,7 @@ def test_a_value_over_the_limit_is_never_sent(server: RedisServer) -> None:
     async def scenario() -> None:
         cache = tier(server.url(), max_value_bytes=1000)
         await cache.put("big", Picture(b"x" * 4000, PICTURE.cut))
-        assert cache.stats()["too_large"] == 1 and "writes" not in cache.stats()
+        assert cache.stats()["too_large"] == 1 and cache.stats()["writes"] == 0
         await cache.close()
 
     run(scenario)

@@ -29,6 +29,19 @@ log = logging.getLogger("ray.serve")
 
 T = TypeVar("T")
 
+# Every count `stats` reports, zero until it happens: a reader never meets a missing key.
+COUNTED = (
+    "hits",
+    "misses",
+    "unreadable",
+    "writes",
+    "too_large",
+    "refused",
+    "skipped",
+    "unavailable",
+    "episodes",
+)
+
 
 class RedisTier:
     """get/put of pictures under `prefix`; every failure means "without Redis"."""
@@ -90,7 +103,7 @@ class RedisTier:
         self.counters["writes"] += 1
 
     def stats(self) -> dict[str, Any]:
-        return {"available": not self.down, **self.counters}
+        return {"available": not self.down, **{name: self.counters[name] for name in COUNTED}}
 
     async def close(self) -> None:
         await self.client.aclose()
