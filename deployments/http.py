@@ -30,7 +30,7 @@ from .core.counted import counted
 from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
 from .core.examples import Example
 from .core.imaging import MEDIA_TYPES, media_type_of
-from .core.jobs import Admitted, idempotency_key
+from .core.jobs import Admitted, idempotency_key, job_json
 from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
@@ -65,6 +65,9 @@ class Service(Protocol):
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = ...,
+        *,
+        callback_url: str | None = ...,
+        root: str = ...,
     ) -> Admitted: ...
 
     async def job_view(self, job_id: str) -> JobView: ...
@@ -162,10 +165,19 @@ class Routes:
         known), that job again: 200 with its state, nothing queued."""
         retry = idempotency_key(request.headers.get("idempotency-key"))
         image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
+        callback = params.pop("callback_url", None)
         options = StylizeOptions.parse(params, self.settings)
-        admitted = await self.service.submit_job(image, options, self.client_of(request), retry)
+        root = root_of(request)
+        admitted = await self.service.submit_job(
+            image,
+            options,
+            self.client_of(request),
+            retry,
+            callback_url=None if callback is None else str(callback),
+            root=root,
+        )
         request.state.outcome = admitted.outcome
-        root, view = root_of(request), admitted.view
+        view = admitted.view
         return JSONResponse(
             job_json(view, root),
             status_code=200 if admitted.replayed else 202,
@@ -265,18 +277,6 @@ def observed(service: Service, route: str, handler: Handler) -> Handler:
         return response
 
     return run
-
-
-def job_json(view: JobView, root: str = "") -> dict[str, Any]:
-    """A job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
-    return {
-        "id": view.id,
-        "status": view.status,
-        "position": view.position,
-        "eta_s": None if view.eta_s is None else round(view.eta_s, 1),
-        "result": None if view.result is None else f"{root}/v1/results/{view.result}",
-        "error": None if view.error is None else view.error.to_dict()["error"],
-    }
 
 
 def root_of(request: Request) -> str:

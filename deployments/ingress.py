@@ -19,11 +19,12 @@ from .core.counted import counted
 from .core.errors import TooLarge
 from .core.examples import load_examples
 from .core.jobs import idempotency_key as checked_key
+from .core.jobs import job_json
 from .core.options import StylizeOptions
 from .core.redis_tier import RedisTier
 from .core.service import StyleService
 from .core.settings import Settings
-from .http import build_http_app, job_json
+from .http import build_http_app
 from .model_client import ModelClient
 from .scheduler import SchedulerClient
 from .telemetry import IngressMetrics
@@ -78,15 +79,19 @@ class Ingress:
         format: str = "png",
         quality: int | None = None,
         idempotency_key: str | None = None,
+        callback_url: str | None = None,
     ) -> str:
-        """A job's id, for `job` (the same id again for an `idempotency_key` used before);
-        raises the core's typed errors."""
+        """A job's id, for `job` (the same id again for an `idempotency_key` used before;
+        `callback_url` is POSTed the job's JSON when it ends); raises the core's typed
+        errors."""
         with counted(self.service.observe, "handle_jobs") as answer:
             options = handle_options(
                 self.service.settings, image, style, size, crop, format, quality
             )
             retry = checked_key(idempotency_key)
-            admitted = await self.service.submit_job(image, options, HANDLE_CLIENT, retry)
+            admitted = await self.service.submit_job(
+                image, options, HANDLE_CLIENT, retry, callback_url=callback_url
+            )
             answer.outcome = admitted.outcome
             answer.status = 200 if admitted.replayed else 202  # as POST /v1/jobs answers
         return admitted.view.id
@@ -141,6 +146,7 @@ def wire(model: DeploymentHandle, settings: Settings) -> StyleService:
         line=line,
         observe=metrics.observe,
         examples=examples,
+        app=serve.get_replica_context().app_name,
     )
 
 

@@ -78,8 +78,7 @@ class StyleModel:
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.node = ray.get_runtime_context().get_node_id()
         self.scheduler = scheduler_actor(settings)
-        # What the line may hand this replica at once: its slots.
-        self.slots = serve.get_replica_context()._deployment_config.max_ongoing_requests
+        self.max_ongoing = serve.get_replica_context()._deployment_config.max_ongoing_requests
         self._reported_at = 0.0
         self.metrics = {m.name: m.make() for m in telemetry.MODEL_METRICS}
         self._publish_state()
@@ -132,6 +131,13 @@ class StyleModel:
         and our state in the metrics."""
         self._report(force=True)
         self._publish_state()
+
+    @property
+    def slots(self) -> int:
+        """What the line may hand this replica at once: the batch it runs and the next one,
+        ready when it ends. No more: what waits in a replica runs in the order it came, so
+        work the line hands out early is work its fairness no longer orders."""
+        return min(self.max_ongoing, 2 * self.policy.cap)
 
     def _publish_state(self) -> None:
         """Gauges that change rarely, set again every health check: Ray stops exporting a

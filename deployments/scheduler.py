@@ -20,15 +20,19 @@ from typing import Any
 import ray
 from ray import serve
 
+from . import telemetry
 from .actors import ActorDown, ask, named_actor
 from .core.background import Background
 from .core.errors import AnimeGANError, Overloaded
-from .core.jobs import JobWork
+from .core.jobs import job_json
+from .core.journal import Journal
 from .core.replica_stats import ReplicaStats, Snapshot
-from .core.scheduler import JobView, Scheduler, Taken
+from .core.scheduler import TAKE_EVERY_S, Handout, JobView, Scheduler, Submission
 from .core.settings import Settings
 from .core.shed_hold import ShedHold
 from .core.tiers import Turn
+from .core.webhooks import Webhooks
+from .records import job_records
 
 log = logging.getLogger("ray.serve")
 
@@ -36,7 +40,7 @@ SCHEDULER_ACTOR_NAME = "animegan-scheduler"
 SWEEP_EVERY_S = 1.0
 # Model replicas report at least every health check (10 s); one silent for longer is gone.
 REPLICA_FRESH_S = 30.0
-TAKE_WAIT_S = 1.0  # an ingress replica's take doubles as its heartbeat
+FINISH_RETRIES_S = (0.5, 1, 2, 4, 8, 15, 30)  # a minute: a restart of the line takes seconds
 BUSY = "too many requests are waiting for the model; retry later"
 UNAVAILABLE = "the job queue is unavailable; retry in a few seconds"
 
@@ -44,70 +48,109 @@ UNAVAILABLE = "the job queue is unavailable; retry in a few seconds"
 # Waiting takes and tickets are coroutines: far more than the default 1,000 may be open.
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=100_000)  # type: ignore[call-overload]
 class SchedulerActor:
-    """A thin actor around `Scheduler` and `ReplicaStats`; slots follow the replicas' reports."""
+    """A thin actor around `Scheduler` and `ReplicaStats`; slots follow the replicas' reports,
+    jobs' records go to the journal, and ended jobs' callbacks to the webhooks."""
 
-    def __init__(self, max_queued: int, max_per_client: int, ttl_s: float) -> None:
+    def __init__(self, settings: Settings, app: str) -> None:
+        self.journal = Journal(job_records(settings, app))
+        self.metrics = {m.name: m.make() for m in telemetry.LINE_METRICS}
+        secret = settings.webhook_secret
+        self.webhooks = Webhooks(
+            secret=None if secret is None else secret.get_secret_value(),
+            allowed_hosts=settings.webhook_allowed_hosts,
+            timeout_s=settings.webhook_timeout_s,
+            retry_for_s=settings.webhook_retry_for_s,
+            delivered=self._delivered,
+            counted=self._count_webhook,
+        )
         self.scheduler = Scheduler(
-            max_queued=max_queued, max_per_client=max_per_client, ttl_s=ttl_s
+            max_queued=settings.max_queued_jobs,
+            max_per_client=settings.max_jobs_per_client,
+            max_queued_bytes=settings.max_queued_bytes,
+            max_client_bytes=settings.max_client_queued_bytes,
+            ttl_s=settings.job_ttl_s,
+            journal=self.journal,
+            ended=self._ended,
         )
         self.replicas = ReplicaStats(fresh_s=REPLICA_FRESH_S)
+        try:
+            self._records: list[dict[str, Any]] | None = self.journal.records.load()
+        except Exception as exc:  # the store is down: a line without its past beats none
+            log.warning("job records could not be read (%s: %s)", type(exc).__name__, exc)
+            self._records = []
         self._sweeper: asyncio.Task[None] | None = None
 
     def report(self, replica: str, snapshot: Snapshot) -> None:
+        self._ready()
         self.replicas.report(replica, snapshot)
         self._resize()
 
     def replica_snapshots(self) -> dict[str, Snapshot]:
         return self.replicas.fresh()
 
-    def submit(
-        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
-    ) -> JobView:
-        self._keep_sweeping()
-        return self.scheduler.submit(job_id, client, key, work, idempotency_key=idempotency_key)
+    async def submit(self, job: Submission) -> JobView:
+        self._ready()
+        view = self.scheduler.submit(job)
+        await self.journal.flush()  # answered once on record
+        return view
 
-    def record_done(
-        self, job_id: str, client: str, key: str, idempotency_key: str | None
-    ) -> JobView:
-        self._keep_sweeping()  # its record expires too
-        return self.scheduler.record_done(job_id, client, key, idempotency_key=idempotency_key)
+    async def record_done(self, job: Submission) -> JobView:
+        self._ready()
+        view = self.scheduler.record_done(job)
+        await self.journal.flush()
+        return view
 
-    async def take(self, worker: str, limit: int) -> list[Taken]:
-        self._keep_sweeping()
-        return await self.scheduler.take(worker, limit, TAKE_WAIT_S)
+    async def take(self, worker: str, limit: int, running: list[str], held: list[str]) -> Handout:
+        self._ready()
+        return await self.scheduler.take(worker, limit, TAKE_EVERY_S, running, held)
 
     def finish(
         self, job_id: str, key: str | None, error: AnimeGANError | None, computed: bool
     ) -> None:
+        self._ready()
         self.scheduler.finish(job_id, key=key, error=error, computed=computed)
 
     def cancel(self, job_id: str) -> None:
+        self._ready()
         self.scheduler.cancel(job_id)
 
     def view(self, job_id: str) -> JobView:
+        self._ready()
         return self.scheduler.view(job_id)
 
     def views(self, job_ids: list[str]) -> dict[str, JobView]:
+        self._ready()
         return self.scheduler.views(job_ids)
 
     async def acquire(
-        self, ticket: str, worker: str, client: str, key: str, max_wait_s: float
+        self, ticket: str, worker: str, client: str, key: str, max_wait_s: float, work: float
     ) -> float | None:
-        self._keep_sweeping()
-        return await self.scheduler.acquire(ticket, worker, client, key, max_wait_s=max_wait_s)
+        self._ready()
+        return await self.scheduler.acquire(
+            ticket, worker, client, key, max_wait_s=max_wait_s, work=work
+        )
 
     def release(self, ticket: str, key: str | None, computed: bool) -> None:
         self.scheduler.release(ticket, key=key, computed=computed)
 
     def stats(self) -> dict[str, Any]:
-        return self.scheduler.stats()
+        self._ready()
+        return {
+            **self.scheduler.stats(),
+            "record_failures": self.journal.failures,
+            "webhooks": dict(self.webhooks.outcomes),
+        }
+
+    def _ready(self) -> None:
+        """On the first call (in the event loop): pick up the records, start sweeping."""
+        if self._records is not None:
+            records, self._records = self._records, None
+            self.scheduler.restore(records)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep())
 
     def _resize(self) -> None:
         self.scheduler.set_capacity(sum(s["slots"] for s in self.replicas.fresh().values()))
-
-    def _keep_sweeping(self) -> None:
-        if self._sweeper is None or self._sweeper.done():
-            self._sweeper = asyncio.create_task(self._sweep())
 
     async def _sweep(self) -> None:
         while True:
@@ -115,17 +158,21 @@ class SchedulerActor:
             self._resize()
             self.scheduler.sweep()
 
+    def _ended(self, job: Submission, view: JobView) -> None:
+        assert job.callback_url is not None
+        self.webhooks.send(job.id, job.callback_url, job_json(view, job.root))
+
+    def _delivered(self, job_id: str) -> None:
+        self.scheduler.delivered(job_id)
+
+    def _count_webhook(self, outcome: str) -> None:
+        self.metrics[telemetry.WEBHOOKS.name].inc(tags={"outcome": outcome})
+
 
 def scheduler_actor(settings: Settings) -> Any:
     """The line of the Serve application this replica belongs to (each app has its own)."""
     app = serve.get_replica_context().app_name
-    return named_actor(
-        SchedulerActor,
-        f"{SCHEDULER_ACTOR_NAME}:{app}",
-        settings.max_queued_jobs,
-        settings.max_jobs_per_client,
-        settings.job_ttl_s,
-    )
+    return named_actor(SchedulerActor, f"{SCHEDULER_ACTOR_NAME}:{app}", settings, app)
 
 
 class SchedulerClient:
@@ -147,11 +194,11 @@ class SchedulerClient:
         self.busy.check()
 
     @contextlib.asynccontextmanager
-    async def turn(self, client: str, key: str) -> AsyncIterator[Turn]:
+    async def turn(self, client: str, key: str, work: float) -> AsyncIterator[Turn]:
         """Wait in line for a slot; raises `Overloaded` if the wait would be too long."""
         ticket = secrets.token_hex(16)
         acquire = self.actor.acquire.remote(
-            ticket, self.worker, client, key, self.settings.max_wait_s
+            ticket, self.worker, client, key, self.settings.max_wait_s, work
         )
         in_line = True
         try:
@@ -179,10 +226,8 @@ class SchedulerClient:
     def refuse_if_full(self) -> None:
         self.full.check()
 
-    async def submit(
-        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
-    ) -> JobView:
-        ref = self.actor.submit.remote(job_id, client, key, work, idempotency_key)
+    async def submit(self, job: Submission) -> JobView:
+        ref = self.actor.submit.remote(job)
         try:
             view: JobView = await ask(ref, self.call_timeout_s)
         except Overloaded as refusal:  # the line's own: it is full
@@ -192,26 +237,37 @@ class SchedulerClient:
             raise self._unavailable(down) from None
         return view
 
-    async def record_done(
-        self, job_id: str, client: str, key: str, idempotency_key: str | None
-    ) -> JobView:
-        ref = self.actor.record_done.remote(job_id, client, key, idempotency_key)
-        view: JobView = await self._needed(ref)
+    async def record_done(self, job: Submission) -> JobView:
+        view: JobView = await self._needed(self.actor.record_done.remote(job))
         return view
 
-    async def take(self, limit: int) -> list[Taken]:
-        """Jobs whose turn has come, for this replica (waits up to TAKE_WAIT_S for one)."""
-        ref = self.actor.take.remote(self.worker, limit)
-        taken: list[Taken] | None = await self._or_none(ref, TAKE_WAIT_S + self.call_timeout_s)
-        if taken is None:
-            await asyncio.sleep(TAKE_WAIT_S)  # down: ask again in a moment
-            return []
-        return taken
+    async def take(self, limit: int, running: list[str], held: list[str]) -> Handout:
+        """Jobs whose turn has come, for this replica (waits up to TAKE_EVERY_S for one)."""
+        ref = self.actor.take.remote(self.worker, limit, running, held)
+        handout: Handout | None = await self._or_none(ref, TAKE_EVERY_S + self.call_timeout_s)
+        if handout is None:
+            await asyncio.sleep(TAKE_EVERY_S)  # down: ask again in a moment
+            return Handout([], [])
+        return handout
 
     def finish(
         self, job_id: str, *, key: str | None, error: AnimeGANError | None, computed: bool
     ) -> None:
-        self._settle(self.actor.finish.remote(job_id, key, error, computed))
+        """Report a job's end, again until the line has it (it may be restarting). The first
+        report is sent now: before this replica's next take, which no longer names the job."""
+        first = self.actor.finish.remote(job_id, key, error, computed)
+
+        async def report(ref: ray.ObjectRef) -> None:
+            for wait_s in FINISH_RETRIES_S:
+                try:
+                    await ask(ref, self.call_timeout_s)
+                    return
+                except ActorDown as down:
+                    self._down(down)
+                    await asyncio.sleep(wait_s)
+                    ref = self.actor.finish.remote(job_id, key, error, computed)
+
+        self.background.spawn(report(first))
 
     # Jobs' states, and the line's counters
 

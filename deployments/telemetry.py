@@ -97,7 +97,15 @@ CACHE_UNAVAILABLE = Metric(
     "Cache calls that failed or were skipped, by tier (actor or redis): served without it",
 )
 
+WEBHOOKS = Metric(
+    "animegan_webhooks",
+    "counter",
+    ("outcome",),
+    "Webhook calls by outcome: delivered, retried, failed (given up), refused (forbidden host)",
+)
+
 INGRESS_METRICS = (REQUESTS, REQUEST_SECONDS, CACHE_UNAVAILABLE)
+LINE_METRICS = (WEBHOOKS,)
 MODEL_METRICS = (
     BATCH_SIZE,
     INFERENCE_SECONDS,
@@ -107,7 +115,7 @@ MODEL_METRICS = (
     STYLE_READY,
 )
 CACHE_METRICS = (CACHE_ENTRIES, CACHE_BYTES, CACHE_LOOKUPS, CACHE_EVICTIONS)
-ALL = INGRESS_METRICS + MODEL_METRICS + CACHE_METRICS
+ALL = INGRESS_METRICS + MODEL_METRICS + CACHE_METRICS + LINE_METRICS
 
 
 def table() -> str:

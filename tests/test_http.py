@@ -39,6 +39,7 @@ class StandIn:
         self.jobs: dict[str, list[JobView]] = {}  # each job's states, in the order they come
         self.submitted = 0
         self.idempotent: dict[str, str] = {}  # Idempotency-Key -> job
+        self.callbacks: list[str | None] = []  # each submission's callback_url
         self.observed: list[tuple[str, str, int]] = []  # what the metrics were told
 
     async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
@@ -54,7 +55,11 @@ class StandIn:
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = None,
+        *,
+        callback_url: str | None = None,
+        root: str = "",
     ) -> Admitted:
+        self.callbacks.append(callback_url)
         if idempotency_key in self.idempotent:
             return Admitted(self.jobs[self.idempotent[idempotency_key]][0], replayed=True)
         await self.process(image, options, client)
@@ -345,6 +350,14 @@ def test_a_job_is_accepted_with_its_location(http: tuple[TestClient, StandIn]) -
     }
     assert service.asked[0][1].size == 64
     assert client.get("/v1/jobs/job0").json()["position"] == 2
+    assert service.callbacks == [None]
+
+
+def test_a_job_s_callback_url_is_no_stylize_option(http: tuple[TestClient, StandIn]) -> None:
+    client, service = http
+    hook = "http://127.0.0.1:9/hook"
+    answer = client.post("/v1/jobs", content=b"photo", params={"callback_url": hook})
+    assert answer.status_code == 202 and service.callbacks == [hook]
 
 
 def test_a_job_s_input_is_validated_as_a_stylize_request_is(

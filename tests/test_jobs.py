@@ -13,7 +13,8 @@ from deployments.core.errors import AnimeGANError, InvalidImage, Overloaded, Uns
 from deployments.core.jobs import Jobs, JobWork
 from deployments.core.options import StylizeOptions
 from deployments.core.results import Stylized
-from deployments.core.scheduler import JobView, Taken
+from deployments.core.fair_queue import QUANTUM
+from deployments.core.scheduler import Handout, JobView, Submission
 from deployments.core.settings import Settings
 from deployments.core.shed_hold import ShedHold
 from tests.test_tiers import PICTURE, Walk
@@ -29,6 +30,8 @@ def run(scenario: Callable[[], Awaitable[T]]) -> T:
 class LocalJobLine:
     """The walk's real `Scheduler` as the jobs' line, one ingress replica ("w") taking."""
 
+    worker = "w"
+
     def __init__(self, walk: Walk) -> None:
         self.scheduler = walk.line.scheduler
         self.full = ShedHold()
@@ -37,22 +40,18 @@ class LocalJobLine:
     def refuse_if_full(self) -> None:
         self.full.check()
 
-    async def submit(
-        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
-    ) -> JobView:
+    async def submit(self, job: Submission) -> JobView:
         try:
-            return self.scheduler.submit(job_id, client, key, work, idempotency_key=idempotency_key)
+            return self.scheduler.submit(job)
         except Overloaded as refusal:
             self.full.start(refusal)
             raise
 
-    async def record_done(
-        self, job_id: str, client: str, key: str, idempotency_key: str | None
-    ) -> JobView:
-        return self.scheduler.record_done(job_id, client, key, idempotency_key=idempotency_key)
+    async def record_done(self, job: Submission) -> JobView:
+        return self.scheduler.record_done(job)
 
-    async def take(self, limit: int) -> list[Taken]:
-        return await self.scheduler.take("w", limit, wait_s=0.05)
+    async def take(self, limit: int, running: list[str], held: list[str]) -> Handout:
+        return await self.scheduler.take(self.worker, limit, 0.05, running, held)
 
     def finish(
         self, job_id: str, *, key: str | None, error: AnimeGANError | None, computed: bool
@@ -61,9 +60,10 @@ class LocalJobLine:
         self.ended.set()
 
 
-def refuse_text(image: bytes) -> None:
+def weigh(image: bytes, options: StylizeOptions) -> float:
     if not image.startswith(b"\x89PNG"):
         raise UnsupportedFormat("not a picture")
+    return QUANTUM
 
 
 class Replica:
@@ -77,7 +77,9 @@ class Replica:
             self.line,
             self.walk.tiers,
             self.run,
-            check=refuse_text,
+            weigh=weigh,
+            uploads=None,
+            app="test",
             background=self.walk.tiers.background,
         )
 
@@ -123,7 +125,7 @@ def test_a_queued_job_is_taken_run_and_ended_with_its_result() -> None:
         ended = await replica.until_ended(view.id)
         assert (ended.status, ended.result) == ("done", "k")
         assert replica.runs == ["k"] and replica.walk.model.runs == 1
-        assert replica.jobs.running == 0
+        assert not replica.jobs.running and not replica.jobs.held  # the upload is let go
 
     run(scenario)
 

@@ -16,7 +16,9 @@ from deployments.core.errors import (
     TooManyJobs,
     UnknownJob,
 )
-from deployments.core.scheduler import Scheduler, ServiceRate
+from deployments.core.fair_queue import QUANTUM
+from deployments.core.pace import Pace
+from deployments.core.scheduler import Handout, JobView, Scheduler, Submission, Taken
 
 T = TypeVar("T")
 
@@ -45,14 +47,31 @@ def line(clock: Clock, *, slots: int = 1, **limits: Any) -> Scheduler:
     return scheduler
 
 
-async def take(scheduler: Scheduler, worker: str = "w", limit: int = 10) -> list[str]:
-    return [job.id for job in await scheduler.take(worker, limit, wait_s=0.01)]
+def submit(scheduler: Scheduler, job_id: str, client: str, key: str, **job: Any) -> JobView:
+    return scheduler.submit(Submission(job_id, client, key, **job))
+
+
+def record_done(
+    scheduler: Scheduler, job_id: str, client: str, key: str, **job: Any
+) -> JobView:
+    return scheduler.record_done(Submission(job_id, client, key, **job))
+
+
+async def take(
+    scheduler: Scheduler, worker: str = "w", limit: int = 10, running: list[str] | None = None
+) -> list[str]:
+    """The jobs handed to `worker`, which (unless `running` says otherwise) is still running
+    every job it was handed before."""
+    if running is None:
+        running = [job.id for job in scheduler._runs.values() if job.worker == worker]
+    handout = await scheduler.take(worker, limit, wait_s=0.01, running=running)
+    return [job.id for job in handout.jobs]
 
 
 async def pace(scheduler: Scheduler, clock: Clock, *, every_s: float, count: int = 3) -> None:
     """Run `count` model-work jobs one after another, `every_s` apart: the measured pace."""
     for i in range(count):
-        scheduler.submit(f"pace{i}", "pacer", f"pace-key{i}", None)
+        submit(scheduler, f"pace{i}", "pacer", f"pace-key{i}")
         (job,) = await take(scheduler)
         clock.now += every_s
         scheduler.finish(job, key=f"pace-key{i}", computed=True)
@@ -63,10 +82,11 @@ def test_jobs_wait_for_a_slot_and_are_taken_fairly_between_clients() -> None:
         clock = Clock()
         scheduler = line(clock, slots=1)
         for i in range(3):
-            scheduler.submit(f"bulk{i}", "bulk", f"k{i}", payload=f"work{i}")
-        scheduler.submit("lone", "lone", "k-lone", payload="lone work")
+            submit(scheduler, f"bulk{i}", "bulk", f"k{i}")
+        submit(scheduler, "lone", "lone", "k-lone")
         assert scheduler.view("lone").position == 1  # after bulk0's turn, not after all three
-        assert await scheduler.take("w", 10, wait_s=0.01) == [("bulk0", "k0", "work0")]
+        handout = await scheduler.take("w", 10, wait_s=0.01)
+        assert handout == Handout([Taken("bulk0", "k0", stored=False)], drop=[])
         assert await take(scheduler) == []  # the one slot is busy
         assert scheduler.view("bulk0").status == "running"
         scheduler.finish("bulk0", key="k0", computed=True)
@@ -82,8 +102,8 @@ def test_a_take_waits_until_a_job_arrives() -> None:
         scheduler = line(Clock(), slots=2)
         waiting = asyncio.create_task(scheduler.take("w", 5, wait_s=2))
         await asyncio.sleep(0.01)
-        scheduler.submit("j", "c", "k", payload="work")
-        assert await waiting == [("j", "k", "work")]
+        submit(scheduler, "j", "c", "k")
+        assert (await waiting).jobs == [("j", "k", False)]
 
     run(scenario)
 
@@ -91,7 +111,7 @@ def test_a_take_waits_until_a_job_arrives() -> None:
 def test_no_slots_until_the_model_replicas_report_them() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=0)
-        scheduler.submit("j", "c", "k", None)
+        submit(scheduler, "j", "c", "k")
         assert await take(scheduler) == []
         scheduler.set_capacity(4)
         assert await take(scheduler) == ["j"]
@@ -103,12 +123,12 @@ def test_eta_comes_from_the_measured_pace_and_is_unknown_before() -> None:
     async def scenario() -> None:
         clock = Clock()
         scheduler = line(clock, slots=1)
-        scheduler.submit("first", "c", "k", None)
+        submit(scheduler, "first", "c", "k")
         assert scheduler.view("first").eta_s is None
         scheduler.finish(*await take(scheduler), key="k")  # a hit: says nothing of the pace
         await pace(scheduler, clock, every_s=0.5)
-        scheduler.submit("a", "c", "ka", None)
-        scheduler.submit("b", "c", "kb", None)
+        submit(scheduler, "a", "c", "ka")
+        submit(scheduler, "b", "c", "kb")
         await take(scheduler)  # a runs
         clock.now += 0.2
         assert scheduler.view("a").eta_s == pytest.approx(0.3)
@@ -120,7 +140,7 @@ def test_eta_comes_from_the_measured_pace_and_is_unknown_before() -> None:
         await take(scheduler)
         clock.now += 0.5
         scheduler.finish("b", key="kb", computed=True)
-        assert scheduler.rate.per_s() == pytest.approx(2.0)
+        assert scheduler.pace.work_per_s() == pytest.approx(2.0 * QUANTUM)
 
     run(scenario)
 
@@ -131,10 +151,10 @@ def test_a_full_queue_refuses_with_a_retry_after_from_its_pace() -> None:
         scheduler = line(clock, slots=1, max_queued=4)
         await pace(scheduler, clock, every_s=0.5)
         for i in range(5):  # one runs, four wait
-            scheduler.submit(f"j{i}", f"c{i}", f"k{i}", None)
+            submit(scheduler, f"j{i}", f"c{i}", f"k{i}")
             await take(scheduler)
         with pytest.raises(Overloaded) as refused:
-            scheduler.submit("late", "late", "k", None)
+            submit(scheduler, "late", "late", "k")
         assert refused.value.retry_after_s == 2  # 4 waiting at 2 per second
         assert scheduler.stats()["refused"] == 1
 
@@ -144,12 +164,12 @@ def test_a_full_queue_refuses_with_a_retry_after_from_its_pace() -> None:
 def test_one_client_may_queue_only_so_many_jobs() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=0, max_per_client=2)
-        scheduler.submit("a", "greedy", "k1", None)
-        scheduler.submit("b", "greedy", "k2", None)
+        submit(scheduler, "a", "greedy", "k1")
+        submit(scheduler, "b", "greedy", "k2")
         with pytest.raises(TooManyJobs) as refused:
-            scheduler.submit("c", "greedy", "k3", None)
+            submit(scheduler, "c", "greedy", "k3")
         assert refused.value.retry_after_s is not None
-        scheduler.submit("d", "modest", "k4", None)  # others are not affected
+        submit(scheduler, "d", "modest", "k4")  # others are not affected
 
     run(scenario)
 
@@ -157,9 +177,9 @@ def test_one_client_may_queue_only_so_many_jobs() -> None:
 def test_a_result_for_a_key_finishes_every_queued_job_that_wants_it() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=1)
-        scheduler.submit("a", "c1", "same", None)
-        scheduler.submit("b", "c2", "same", None)
-        scheduler.submit("c", "c3", "other", None)
+        submit(scheduler, "a", "c1", "same")
+        submit(scheduler, "b", "c2", "same")
+        submit(scheduler, "c", "c3", "other")
         assert await take(scheduler) == ["a"]
         scheduler.finish("a", key="same", computed=True)
         assert scheduler.view("b").status == "done"
@@ -172,8 +192,8 @@ def test_a_result_for_a_key_finishes_every_queued_job_that_wants_it() -> None:
 def test_a_failed_job_keeps_its_error_and_shares_nothing() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=1)
-        scheduler.submit("a", "c1", "same", None)
-        scheduler.submit("b", "c2", "same", None)
+        submit(scheduler, "a", "c1", "same")
+        submit(scheduler, "b", "c2", "same")
         await take(scheduler)
         scheduler.finish("a", key=None, error=InvalidImage("broken"))
         view = scheduler.view("a")
@@ -187,8 +207,8 @@ def test_a_failed_job_keeps_its_error_and_shares_nothing() -> None:
 def test_only_a_queued_job_can_be_cancelled() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=1)
-        scheduler.submit("a", "c", "k1", None)
-        scheduler.submit("b", "c", "k2", None)
+        submit(scheduler, "a", "c", "k1")
+        submit(scheduler, "b", "c", "k2")
         await take(scheduler)
         with pytest.raises(JobNotQueued):
             scheduler.cancel("a")
@@ -205,7 +225,7 @@ def test_finished_jobs_are_forgotten_after_their_ttl() -> None:
     async def scenario() -> None:
         clock = Clock()
         scheduler = line(clock, ttl_s=60)
-        scheduler.record_done("cached", "c", "k")
+        record_done(scheduler, "cached", "c", "k")
         assert scheduler.view("cached").result == "k"
         clock.now += 59
         scheduler.sweep()
@@ -222,7 +242,7 @@ def test_jobs_of_a_silent_ingress_replica_fail_and_its_slots_come_back() -> None
     async def scenario() -> None:
         clock = Clock()
         scheduler = line(clock, slots=2)
-        scheduler.submit("a", "c", "k1", None)
+        submit(scheduler, "a", "c", "k1")
         assert await take(scheduler, worker="doomed") == ["a"]
         granted = asyncio.create_task(scheduler.acquire("t", "doomed", "c", "k2", max_wait_s=10))
         assert await granted is None
@@ -246,7 +266,7 @@ def test_a_ticket_is_granted_at_once_while_a_slot_is_free_then_waits_its_turn() 
         assert await scheduler.acquire("t1", "w", "a", "k1", max_wait_s=10) is None
         second = asyncio.create_task(scheduler.acquire("t2", "w", "b", "k2", max_wait_s=10))
         await asyncio.sleep(0.01)
-        scheduler.submit("j", "c", "k3", None)
+        submit(scheduler, "j", "c", "k3")
         assert not second.done()
         scheduler.release("t1", key="k1", computed=True)
         assert await second is None  # t2 was ahead of the job
@@ -258,7 +278,7 @@ def test_a_ticket_is_granted_at_once_while_a_slot_is_free_then_waits_its_turn() 
 def test_a_ticket_does_not_wait_behind_a_job_no_replica_can_take() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=1)
-        scheduler.submit("j", "a", "k1", None)  # no ingress replica is taking jobs
+        submit(scheduler, "j", "a", "k1")  # no ingress replica is taking jobs
         assert await scheduler.acquire("t", "w", "b", "k2", max_wait_s=10) is None
         assert scheduler.view("j").status == "queued"
 
@@ -298,31 +318,31 @@ def test_a_computed_ticket_finishes_queued_jobs_with_its_key() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=1)
         assert await scheduler.acquire("t", "w", "c", "same", max_wait_s=10) is None
-        scheduler.submit("j", "c2", "same", None)
+        submit(scheduler, "j", "c2", "same")
         scheduler.release("t", key="same", computed=True)
         assert scheduler.view("j").status == "done"
 
     run(scenario)
 
 
-def test_the_service_rate_counts_only_busy_time() -> None:
+def test_the_pace_counts_only_busy_time_and_work() -> None:
     clock = Clock()
-    rate = ServiceRate(clock)
-    assert rate.per_s() is None
-    for _ in range(3):
-        rate.started()
-        clock.now += 0.25
-        rate.stopped(0.25)
+    pace = Pace(clock)
+    assert pace.work_per_s() is None
+    for work in (1.0, 2.0, 2.0):
+        pace.started()
+        clock.now += 0.25 * work
+        pace.stopped(0.25 * work, work)
         clock.now += 50  # idle
-    assert rate.per_s() == pytest.approx(4.0)
-    assert rate.duration_s() == pytest.approx(0.25)
+    assert pace.work_per_s() == pytest.approx(4.0)  # 4 megapixels in the last 1 busy second
+    assert pace.seconds_per_work() == pytest.approx(0.25)
 
 
 def test_a_ticket_is_refused_when_the_line_is_full_even_before_its_pace_is_known() -> None:
     async def scenario() -> None:
         scheduler = line(Clock(), slots=0, max_queued=2)
-        scheduler.submit("a", "c", "k1", None)
-        scheduler.submit("b", "c", "k2", None)
+        submit(scheduler, "a", "c", "k1")
+        submit(scheduler, "b", "c", "k2")
         assert await scheduler.acquire("t", "w", "c2", "k", max_wait_s=10) == 2.0
         assert scheduler.stats()["shed"] == 1
 
@@ -333,21 +353,21 @@ def test_an_idempotency_key_names_one_job_of_one_client_until_the_job_is_forgott
     async def scenario() -> None:
         clock = Clock()
         scheduler = line(clock, ttl_s=60, max_per_client=1)
-        first = scheduler.submit("a", "alice", "k1", None, idempotency_key="order-7")
+        first = submit(scheduler, "a", "alice", "k1", idempotency_key="order-7")
         # The client's limit is reached, yet the retry is answered: it queues nothing.
-        again = scheduler.submit("b", "alice", "k1", None, idempotency_key="order-7")
+        again = submit(scheduler, "b", "alice", "k1", idempotency_key="order-7")
         assert again == first and scheduler.stats()["replayed"] == 1
         with pytest.raises(IdempotencyConflict):
-            scheduler.submit("c", "alice", "k2", None, idempotency_key="order-7")
+            submit(scheduler, "c", "alice", "k2", idempotency_key="order-7")
         with pytest.raises(IdempotencyConflict):  # a stored result's record_done, the same
-            scheduler.record_done("d", "alice", "k2", idempotency_key="order-7")
-        assert scheduler.submit("e", "bob", "k2", None, idempotency_key="order-7").id == "e"
+            record_done(scheduler, "d", "alice", "k2", idempotency_key="order-7")
+        assert submit(scheduler, "e", "bob", "k2", idempotency_key="order-7").id == "e"
         assert scheduler.stats()["jobs"] == 2
         await take(scheduler)
         scheduler.finish("a", key="k1")
         clock.now += 61
         scheduler.sweep()  # "a" is forgotten, and with it alice's key
-        done = scheduler.record_done("f", "alice", "k2", idempotency_key="order-7")
+        done = record_done(scheduler, "f", "alice", "k2", idempotency_key="order-7")
         assert (done.id, done.status) == ("f", "done")
 
     run(scenario)

@@ -79,10 +79,12 @@ class LocalLine:
         self.hold.check()
 
     @contextlib.asynccontextmanager
-    async def turn(self, client: str, key: str) -> AsyncIterator[Turn]:
+    async def turn(self, client: str, key: str, work: float) -> AsyncIterator[Turn]:
         self.asked += 1
         ticket = f"ticket{self.asked}"
-        retry_after_s = await self.scheduler.acquire(ticket, "w", client, key, max_wait_s=30)
+        retry_after_s = await self.scheduler.acquire(
+            ticket, "w", client, key, max_wait_s=30, work=work
+        )
         if retry_after_s is not None:
             refusal = Overloaded("the line is full", retry_after_s=retry_after_s)
             self.hold.start(refusal)

@@ -1,41 +1,58 @@
-"""Jobs: admitted by any ingress replica, queued in the line, run by the one the line hands it to.
+"""Jobs: admitted by any ingress replica, queued in the line, run where the line hands them.
 
 Admission answers a stored result at once (the job is done from the start) and refuses what is
-not an image before queueing it, from its header alone; the work waits in the line. Each
-ingress replica takes the jobs whose turn has come, runs each through the same walk as a
-synchronous request (it holds its slot already), and reports its end to the line.
+not an image before queueing it, from its header alone. The line holds only the job's record:
+the upload stays here, with the replica that accepted it (and in Redis too, where it is set, so
+that another replica, or the application after a restart, can run it). Each ingress replica
+takes the jobs whose turn has come, runs each through the same walk as a synchronous request
+(it holds its slot already), and reports its end to the line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .background import Background
-from .errors import AnimeGANError, BadParameter
+from .errors import AnimeGANError, BadParameter, JobLost
 from .options import StylizeOptions
 from .results import Stylized
-from .scheduler import JobView, Taken
+from .scheduler import Handout, JobView, Submission, Taken
 from .tiers import Tiers
 
 log = logging.getLogger("ray.serve")
 
 MAX_RUNNING_JOBS = 64  # jobs one ingress replica runs at once (the line's slots bound them all)
 RETRY_TAKE_S = 1.0
+HELD_CHECK_S = 5.0  # how often (and after how long) the line is asked which uploads to keep
+UPLOAD_TTL_S = 24 * 3600  # an upload left in Redis by a job that ended without its runner
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as Stripe's keys are
+UPLOAD_LOST = "this job's upload was lost with the ingress replica holding it; submit it again"
 
 
 @dataclass(frozen=True)
 class JobWork:
-    """What a queued job carries until an ingress replica takes it."""
+    """A queued job's upload and options, kept until its turn comes."""
 
     image: bytes
     options: StylizeOptions
+
+    def encode(self) -> bytes:
+        """The options as a JSON line, then the image (as kept in Redis)."""
+        return json.dumps(dataclasses.asdict(self.options)).encode() + b"\n" + self.image
+
+    @classmethod
+    def decode(cls, stored: bytes) -> JobWork:
+        line, _, image = stored.partition(b"\n")
+        return cls(image, StylizeOptions(**json.loads(line)))
 
 
 @dataclass(frozen=True)
@@ -61,21 +78,44 @@ def idempotency_key(value: str | None) -> str | None:
     raise BadParameter("Idempotency-Key must be 1 to 255 visible ASCII characters")
 
 
+def job_json(view: JobView, root: str = "") -> dict[str, Any]:
+    """A job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
+    return {
+        "id": view.id,
+        "status": view.status,
+        "position": view.position,
+        "eta_s": None if view.eta_s is None else round(view.eta_s, 1),
+        "result": None if view.result is None else f"{root}/v1/results/{view.result}",
+        "error": None if view.error is None else view.error.to_dict()["error"],
+    }
+
+
+class Uploads(Protocol):
+    """Where queued uploads are kept besides this replica (Redis): "not there" on failure."""
+
+    async def put_bytes(self, name: str, value: bytes, *, ttl_s: int) -> bool: ...
+
+    async def get_bytes(self, name: str) -> bytes | None: ...
+
+
+def upload_name(app: str, job_id: str) -> str:
+    """A queued job's upload in Redis (under the tier's prefix)."""
+    return f"upload:{app}:{job_id}"
+
+
 class JobLine(Protocol):
     """The line, as jobs need it."""
+
+    worker: str  # this replica, as the line knows it
 
     def refuse_if_full(self) -> None:
         """Raise `Overloaded` at once while the line has just said it is full."""
 
-    async def submit(
-        self, job_id: str, client: str, key: str, work: JobWork, idempotency_key: str | None
-    ) -> JobView: ...
+    async def submit(self, job: Submission) -> JobView: ...
 
-    async def record_done(
-        self, job_id: str, client: str, key: str, idempotency_key: str | None
-    ) -> JobView: ...
+    async def record_done(self, job: Submission) -> JobView: ...
 
-    async def take(self, limit: int) -> list[Taken]: ...
+    async def take(self, limit: int, running: list[str], held: list[str]) -> Handout: ...
 
     def finish(
         self, job_id: str, *, key: str | None, error: AnimeGANError | None, computed: bool
@@ -87,7 +127,8 @@ Run = Callable[[str, JobWork], Awaitable[Stylized]]
 
 
 class Jobs:
-    """One ingress replica's side of the jobs: admission, and its share of the running."""
+    """One ingress replica's side of the jobs: admission, the uploads it holds, and its share
+    of the running."""
 
     def __init__(
         self,
@@ -95,15 +136,23 @@ class Jobs:
         tiers: Tiers,
         run: Run,
         *,
-        check: Callable[[bytes], None],
+        weigh: Callable[[bytes, StylizeOptions], float],
+        uploads: Uploads | None,
+        app: str,
         background: Background,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.line = line
         self.tiers = tiers
         self.run = run
-        self.check = check  # refuses what is not an image within the limits
+        self.weigh = weigh  # megapixels of work; refuses what is not an image within limits
+        self.uploads = uploads
+        self.app = app
         self.background = background
-        self.running = 0
+        self.clock = clock
+        self.held: dict[str, tuple[JobWork, float]] = {}  # id -> upload, since when
+        self.running: set[str] = set()
+        self._checked_at = clock()
 
     async def submit(
         self,
@@ -112,47 +161,97 @@ class Jobs:
         options: StylizeOptions,
         client: str,
         idempotency: str | None = None,
+        *,
+        callback_url: str | None = None,
+        root: str = "",
     ) -> Admitted:
         """Queue a job for `key`, or record it done if its result is stored; with an
         `idempotency` key the client used before, the job it made then."""
-        job_id = secrets.token_urlsafe(16)  # 128 random bits: not guessable
+        job = Submission(
+            secrets.token_urlsafe(16),  # 128 random bits: not guessable
+            client,
+            key,
+            holder=self.line.worker,
+            idempotency_key=idempotency,
+            callback_url=callback_url,
+            root=root,
+        )
         if self.tiers.hot.get(key) is not None:  # served lately here: before any refusal
-            view = await self.line.record_done(job_id, client, key, idempotency)
+            view = await self.line.record_done(job)
         else:
             self.line.refuse_if_full()  # a refusal then costs no actor call
-            self.check(image)
+            work = self.weigh(image, options)
             if await self.tiers.lookup(key) is not None:
-                view = await self.line.record_done(job_id, client, key, idempotency)
+                view = await self.line.record_done(job)
             else:
-                work = JobWork(image, options)
-                view = await self.line.submit(job_id, client, key, work, idempotency)
-        return Admitted(view, replayed=view.id != job_id)
+                view = await self._queue(job, JobWork(image, options), work)
+        return Admitted(view, replayed=view.id != job.id)
+
+    async def _queue(self, job: Submission, upload: JobWork, work: float) -> JobView:
+        self.held[job.id] = (upload, self.clock())
+        try:
+            stored = self.uploads is not None and await self.uploads.put_bytes(
+                upload_name(self.app, job.id), upload.encode(), ttl_s=UPLOAD_TTL_S
+            )
+            job = dataclasses.replace(job, work=work, nbytes=len(upload.image), stored=stored)
+            view = await self.line.submit(job)
+        except BaseException:
+            self.held.pop(job.id, None)
+            raise
+        if view.id != job.id:  # replayed: the earlier job's upload is the one kept
+            self.held.pop(job.id, None)
+        return view
 
     async def take_forever(self) -> None:
         """Take jobs whose turn has come, and run each beside the others."""
         while True:
             try:
-                taken = await self.line.take(MAX_RUNNING_JOBS - self.running)
+                handout = await self.line.take(
+                    MAX_RUNNING_JOBS - len(self.running), sorted(self.running), self._to_check()
+                )
             except Exception as exc:  # never let the taking die: jobs would wait forever
                 log.error("taking jobs failed: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(RETRY_TAKE_S)
                 continue
-            for job in taken:
+            for job_id in handout.drop:
+                self.held.pop(job_id, None)
+            for job in handout.jobs:
+                self.running.add(job.id)  # before the next take says what runs here
                 self.background.spawn(self._run(job))
 
+    def _to_check(self) -> list[str]:
+        """Every HELD_CHECK_S: the uploads held that long (the line says which to let go)."""
+        now = self.clock()
+        if now - self._checked_at < HELD_CHECK_S:
+            return []
+        self._checked_at = now
+        return [i for i, (_, since) in self.held.items() if now - since >= HELD_CHECK_S]
+
+    async def _upload(self, job: Taken) -> JobWork | None:
+        held = self.held.pop(job.id, None)
+        if held is not None:
+            return held[0]
+        if job.stored and self.uploads is not None:
+            stored = await self.uploads.get_bytes(upload_name(self.app, job.id))
+            if stored is not None:
+                return JobWork.decode(stored)
+        return None
+
     async def _run(self, job: Taken) -> None:
-        self.running += 1
         result: Stylized | None = None
         error: AnimeGANError | None = None
         try:
-            result = await self.run(job.key, job.payload)
+            upload = await self._upload(job)
+            if upload is None:
+                error = JobLost(UPLOAD_LOST)
+            else:
+                result = await self.run(job.key, upload)
         except AnimeGANError as exc:
             error = exc
         except Exception as exc:
             log.error("job %s failed: %s: %s", job.id, type(exc).__name__, exc)
             error = AnimeGANError("the service failed this job; submit it again")
-        finally:
-            self.running -= 1
         computed = result is not None and result.cache == "miss"
         key = job.key if result is not None else None
         self.line.finish(job.id, key=key, error=error, computed=computed)
+        self.running.discard(job.id)

@@ -17,6 +17,16 @@ def check_upload(data: bytes, settings: Settings) -> None:
     imaging.probe(data, max_pixels=settings.max_pixels)
 
 
+def work_of(data: bytes, options: StylizeOptions, settings: Settings) -> float:
+    """Megapixels the model will work on for this upload, from its header alone (refusing
+    what `check_upload` refuses): its fair share in the line is measured in them."""
+    width, height = imaging.upright_size(imaging.probe(data, max_pixels=settings.max_pixels))
+    if options.crop != "none":  # a square of the short side (a face's is no larger)
+        width = height = min(width, height)
+    scale = min(1.0, options.size / max(width, height))
+    return max(1, round(width * scale)) * max(1, round(height * scale)) / 1e6
+
+
 def decode_upload(
     data: bytes, options: StylizeOptions, settings: Settings
 ) -> tuple[np.ndarray, imaging.Cut]:

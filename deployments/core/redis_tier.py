@@ -102,6 +102,21 @@ class RedisTier:
             return
         self.counters["writes"] += 1
 
+    async def put_bytes(self, name: str, value: bytes, *, ttl_s: int) -> bool:
+        """Keep `value` under `name` (not a result: a queued job's upload); whether it was."""
+        try:
+            await self._call("set", lambda: self.client.set(self.prefix + name, value, ex=ttl_s))
+        except _NotAnswered:
+            return False
+        return True
+
+    async def get_bytes(self, name: str) -> bytes | None:
+        try:
+            value = await self._call("get", lambda: self.client.get(self.prefix + name))
+        except _NotAnswered:
+            return None
+        return value if isinstance(value, bytes) else None
+
     def stats(self) -> dict[str, Any]:
         return {"available": not self.down, **{name: self.counters[name] for name in COUNTED}}
 

@@ -1,19 +1,24 @@
 """The cluster's one line for the model: jobs and synchronous requests share its slots fairly.
 
-Every miss waits here for a *slot*: the model replicas report how many requests each works on
-at once, and no more than their sum run at a time, so the model deployment is never handed
-more than it can work on. Entries wait in a `FairQueue` (round-robin between clients):
+Every miss waits here for a *slot*: the model replicas report how many requests each should
+hold at once (about what keeps it busy), and no more than their sum run at a time, so the order
+of the line is the order in which work runs. Entries wait in a `FairQueue` (deficit round-robin
+on each entry's work, in megapixels):
 
-- a *job* (`POST /v1/jobs`) carries its work; an ingress replica `take`s it when its turn comes
-  and reports it `finish`ed; its state is kept `ttl_s` after that, for polling;
+- a *job* (`POST /v1/jobs`) is a small record: its upload stays with the ingress replica that
+  accepted it (its *holder*; in Redis too where `stored`). When its turn comes it is handed to
+  its holder's `take` (or, stored, to any), which runs it and reports it `finish`ed; its state is
+  kept `ttl_s` after that, for polling. Every change of a job is told to the `journal`, which
+  keeps it where it outlives this process; `restore` picks the line up from those records;
 - a *ticket* is a synchronous request's place in line: `acquire` returns when its turn comes
   (or refuses at once when the wait would exceed the caller's budget) and the caller `release`s
-  the slot when done.
+  the slot when done. Tickets live and die with their request: they are never journaled.
 
 A result computed for a key finishes every queued job with the same key at once. Ingress
-replicas are heard from at least every `take`; one silent for `lost_after_s` is gone, and the
-jobs it was running fail with `job_lost` rather than stay running forever. Plain asyncio: the
-scheduler actor wraps one of these.
+replicas are heard from at least every `take`, which also says which jobs they are running: a
+job handed out but not running there goes back to its place (its answer was lost). One silent
+for `lost_after_s` is gone: its jobs go back in line if their uploads are stored, else fail
+with `job_lost`. Plain asyncio: the scheduler actor wraps one of these.
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
+from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal, NamedTuple, Protocol
 
 from .errors import (
     AnimeGANError,
@@ -35,14 +40,17 @@ from .errors import (
     Overloaded,
     TooManyJobs,
     UnknownJob,
+    error_from_code,
 )
-from .fair_queue import FairQueue
+from .fair_queue import QUANTUM, FairQueue
+from .pace import Pace
 
 Status = Literal["queued", "running", "done", "failed"]
 
-RATE_WINDOW = 32  # completions the service rate is measured over
-RETRY_AFTER_UNKNOWN_S = 2.0  # before the first completions measure the rate
+RETRY_AFTER_UNKNOWN_S = 2.0  # before the first completions measure the pace
 RETRY_AFTER_MAX_S = 3600.0
+TAKE_EVERY_S = 1.0  # an ingress replica asks again at least this often (its take's wait)
+LOST = "the ingress replica holding this job stopped before it ran; submit it again"
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class JobView:
     id: str
     status: Status
     position: int | None  # entries to be served before it, while queued
-    eta_s: float | None  # seconds until its result, while queued or running and the rate known
+    eta_s: float | None  # seconds until its result, while queued or running and the pace known
     result: str | None  # the result's cache key, once done
     error: AnimeGANError | None  # once failed
 
@@ -61,32 +69,98 @@ class JobView:
         return self.status in ("done", "failed")
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A job as an ingress replica hands it to the line: everything but the upload."""
+
+    id: str
+    client: str
+    key: str
+    work: float = QUANTUM  # megapixels of inference
+    nbytes: int = 0  # the upload's size
+    holder: str | None = None  # the ingress replica keeping the upload
+    stored: bool = False  # the upload is in Redis too: any ingress replica can run it
+    idempotency_key: str | None = None
+    callback_url: str | None = None  # told of the job's end (webhooks)
+    root: str = ""  # the application's route prefix, for the result's URL
+
+
 class Taken(NamedTuple):
-    """A job handed to an ingress replica to run: its id, its result's key and its work."""
+    """A job handed to an ingress replica to run: its id, its result's key, and whether its
+    upload is stored (in Redis) besides with its holder."""
 
     id: str
     key: str
-    payload: Any
+    stored: bool
+
+
+class Handout(NamedTuple):
+    """What a `take` returns: jobs to run, and which of the uploads it said it holds to let
+    go of (their jobs ended, went to another replica, or are unknown here)."""
+
+    jobs: list[Taken]
+    drop: list[str]
+
+
+class Journal(Protocol):
+    """Where the jobs' records outlive the line (the actor writes them behind)."""
+
+    def save(self, record: dict[str, Any]) -> None: ...
+
+    def forget(self, job_id: str) -> None: ...
+
+
+class Ended(Protocol):
+    """Told when a job with a `callback_url` ends (the webhooks)."""
+
+    def __call__(self, job: Submission, view: JobView) -> None: ...
 
 
 @dataclass
 class _Entry:
-    id: str
-    client: str
-    key: str
-    submitted_at: float
-    payload: Any = None  # a job's work, until an ingress replica takes it
+    job: Submission
+    order: float  # when it was submitted: its place within its client's lane
     grant: asyncio.Future[bool] | None = None  # a ticket's turn: True, or False if withdrawn
-    worker: str | None = None  # the ingress replica holding it
+    worker: str | None = None  # the ingress replica running it
     status: Status = "queued"
     started_at: float | None = None
     finished_at: float | None = None
     error: AnimeGANError | None = None
-    idempotency_key: str | None = None  # the submission's, kept as long as the job is
+    notified: bool = False  # its callback was delivered
+
+    @property
+    def id(self) -> str:
+        return self.job.id
 
     @property
     def is_ticket(self) -> bool:
         return self.grant is not None
+
+    def record(self) -> dict[str, Any]:
+        """The job as JSON-ready values, for the journal."""
+        error = None if self.error is None else [self.error.code, self.error.message]
+        return {
+            "job": asdict(self.job),
+            "order": self.order,
+            "worker": self.worker,
+            "status": self.status,
+            "finished_at": self.finished_at,
+            "error": error,
+            "notified": self.notified,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> _Entry:
+        error = record["error"]
+        return cls(
+            Submission(**record["job"]),
+            record["order"],
+            worker=record["worker"],
+            status=record["status"],
+            finished_at=record["finished_at"],
+            error=None if error is None else error_from_code(*error),
+            notified=record["notified"],
+        )
 
 
 @dataclass
@@ -101,40 +175,12 @@ class _Taker:
     )
 
 
-class ServiceRate:
-    """Completions per second of model work while any was running, over the last few."""
+class _Quiet:
+    def save(self, record: dict[str, Any]) -> None:
+        pass
 
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self._busy_s = 0.0  # time with at least one slot in use
-        self._running = 0
-        self._changed_at = clock()
-        self._done: deque[tuple[float, float]] = deque(maxlen=RATE_WINDOW)  # (busy_s, duration)
-
-    def started(self) -> None:
-        self._tick()
-        self._running += 1
-
-    def stopped(self, duration_s: float | None) -> None:
-        """A slot freed; `duration_s` if it did model work (hits and refusals do not count)."""
-        self._tick()
-        self._running -= 1
-        if duration_s is not None:
-            self._done.append((self._busy_s, duration_s))
-
-    def per_s(self) -> float | None:
-        if len(self._done) < 2 or self._done[-1][0] <= self._done[0][0]:
-            return None
-        return (len(self._done) - 1) / (self._done[-1][0] - self._done[0][0])
-
-    def duration_s(self) -> float | None:
-        return sum(d for _, d in self._done) / len(self._done) if self._done else None
-
-    def _tick(self) -> None:
-        now = self.clock()
-        if self._running > 0:
-            self._busy_s += now - self._changed_at
-        self._changed_at = now
+    def forget(self, job_id: str) -> None:
+        pass
 
 
 class Scheduler:
@@ -146,23 +192,37 @@ class Scheduler:
         max_queued: int,
         max_per_client: int,
         ttl_s: float,
+        max_queued_bytes: int = 1 << 62,
+        max_client_bytes: int = 1 << 62,
         lost_after_s: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
+        ended: Ended | None = None,
     ) -> None:
         self.max_queued = max_queued
         self.max_per_client = max_per_client
+        self.max_queued_bytes = max_queued_bytes
+        self.max_client_bytes = max_client_bytes
         self.ttl_s = ttl_s
         self.lost_after_s = lost_after_s
-        self.clock = clock
+        self.clock = clock  # wall time: records outlive this process
+        self.journal = journal or _Quiet()
+        self.ended = ended
         self.capacity = 0  # slots: requests the model replicas take at once, all together
         self.running = 0
-        self.rate = ServiceRate(clock)
+        self.pace = Pace(clock)
         self.queue = FairQueue()
+        self.queued_bytes = 0
+        self._client_bytes: defaultdict[str, int] = defaultdict(int)
         self._entries: dict[str, _Entry] = {}  # queued and running entries, finished jobs
         self._takers: list[_Taker] = []
         self._workers: dict[str, float] = {}  # ingress replica -> last heard from
+        self._runs: dict[str, _Entry] = {}  # running jobs
         self._idempotent: dict[tuple[str, str], str] = {}  # (client, Idempotency-Key) -> job
-        self.counters = dict.fromkeys(("jobs", "tickets", "shed", "refused", "lost", "replayed"), 0)
+        self.counters = dict.fromkeys(
+            ("jobs", "tickets", "shed", "refused", "lost", "replayed", "requeued", "restored"),
+            0,
+        )
 
     # Slots
 
@@ -172,62 +232,53 @@ class Scheduler:
 
     # Jobs
 
-    def submit(
-        self,
-        job_id: str,
-        client: str,
-        key: str,
-        payload: Any,
-        *,
-        idempotency_key: str | None = None,
-    ) -> JobView:
-        """Queue a job; raises `Overloaded` when the line is full, `TooManyJobs` per client.
+    def submit(self, job: Submission) -> JobView:
+        """Queue a job; raises `Overloaded` when the line is full (by count or bytes),
+        `TooManyJobs` when its client has its share queued.
 
         With an `idempotency_key` the client used before for a job still known, that job is
         answered instead (if it was for the same `key`; else `IdempotencyConflict`)."""
-        replayed = self._replayed(client, idempotency_key, key)
+        replayed = self._replayed(job)
         if replayed is not None:
             return replayed
-        if len(self.queue) >= self.max_queued:
-            self.counters["refused"] += 1
-            raise Overloaded(
-                f"the queue is full ({self.max_queued:,} waiting); retry later",
-                retry_after_s=self._retry_after(len(self.queue)),
-            )
-        waiting = self.queue.queued_by(client)
-        if waiting >= self.max_per_client:
-            self.counters["refused"] += 1
-            first = next(e for e in self.queue.order() if self._entries[e].client == client)
-            raise TooManyJobs(
-                f"you have {waiting} jobs waiting, the most one client may; "
-                "retry when one has finished",
-                retry_after_s=self._retry_after(self.queue.position(first) + 1),
-            )
-        entry = _Entry(job_id, client, key, self.clock(), payload=payload)
+        self._admit(job)
+        if job.holder is not None:
+            self._workers[job.holder] = self.clock()
+        entry = _Entry(job, self.clock())
         self._add(entry)
-        self._remember(entry, idempotency_key)
+        self._remember(entry)
         self._dispatch()
-        return self.view(job_id)
+        return self.view(job.id)
 
-    def record_done(
-        self, job_id: str, client: str, key: str, *, idempotency_key: str | None = None
-    ) -> JobView:
+    def record_done(self, job: Submission) -> JobView:
         """A job whose result is already stored: done from the start (or, as for `submit`,
         the job its `idempotency_key` already names)."""
-        replayed = self._replayed(client, idempotency_key, key)
+        replayed = self._replayed(job)
         if replayed is not None:
             return replayed
         now = self.clock()
-        entry = _Entry(job_id, client, key, now, status="done", finished_at=now)
-        self._entries[job_id] = entry
-        self._remember(entry, idempotency_key)
-        return self.view(job_id)
+        entry = _Entry(job, now)
+        self._entries[job.id] = entry
+        self._remember(entry)
+        self._end(entry, error=None)
+        return self.view(job.id)
 
-    async def take(self, worker: str, limit: int, wait_s: float) -> list[Taken]:
-        """Up to `limit` jobs for `worker` to run, waiting up to `wait_s` for one."""
+    async def take(
+        self,
+        worker: str,
+        limit: int,
+        wait_s: float,
+        running: Iterable[str] = (),
+        held: Iterable[str] = (),
+    ) -> Handout:
+        """Up to `limit` jobs for `worker` to run, waiting up to `wait_s` for one. `running`:
+        the jobs it is running now (a job handed to it before and not among them never
+        arrived, and goes back to its place); `held`: uploads it keeps, to check."""
         self._workers[worker] = self.clock()
+        self._reconcile(worker, set(running))
+        drop = [i for i in held if not self._holds(worker, i)]
         if limit <= 0:
-            return []
+            return Handout([], drop)
         taker = _Taker(worker, limit)
         self._takers.append(taker)
         self._dispatch()
@@ -238,7 +289,7 @@ class Scheduler:
         finally:
             if taker in self._takers:
                 self._takers.remove(taker)
-        return taker.jobs
+        return Handout(taker.jobs, drop)
 
     def finish(
         self,
@@ -248,12 +299,15 @@ class Scheduler:
         error: AnimeGANError | None = None,
         computed: bool = False,
     ) -> None:
-        """A running job's end: its result `key` (`computed` if the model ran for it), or the
-        `error` that refused it."""
+        """A job's end as its runner reports it: its result `key` (`computed` if the model ran
+        for it), or the `error` that refused it."""
         entry = self._entries.get(job_id)
-        if entry is None or entry.status != "running":
-            return  # lost and failed already, or from before a restart of the scheduler
-        self._free(entry, computed=computed)
+        if entry is None or entry.is_ticket or entry.finished_at is not None:
+            return  # forgotten, or ended already (a runner's report may come twice)
+        if entry.status == "running":
+            self._free(entry, computed=computed)
+        else:  # back in line after a restart, its runner still at it: it ends here
+            self._unqueue(entry)
         self._end(entry, error=error)
         if key is not None and error is None:
             self._finish_same(key)
@@ -266,25 +320,63 @@ class Scheduler:
             raise JobNotQueued(
                 f"job {job_id} is {entry.status}; only a queued job can be cancelled"
             )
-        self.queue.remove(job_id)
+        self._unqueue(entry)
         self._end(entry, error=Cancelled("the job was cancelled before it ran"))
+
+    def delivered(self, job_id: str) -> None:
+        """The job's callback was delivered (or given up on): not to be sent again."""
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            entry.notified = True
+            self.journal.save(entry.record())
 
     def view(self, job_id: str) -> JobView:
         entry = self._job(job_id)
-        position = self.queue.position(job_id) if entry.status == "queued" else None
-        result = entry.key if entry.status == "done" else None
-        return JobView(
-            job_id, entry.status, position, self._eta(entry, position), result, entry.error
-        )
+        ahead = self.queue.ahead(job_id) if entry.status == "queued" else None
+        position = None if ahead is None else ahead[0]
+        result = entry.job.key if entry.status == "done" else None
+        eta = self._eta(entry, None if ahead is None else ahead[1])
+        return JobView(job_id, entry.status, position, eta, result, entry.error)
 
     def views(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The views of those ids still known (watchers ask for many at once)."""
         return {i: self.view(i) for i in job_ids if self._is_job(i)}
 
+    def restore(self, records: Iterable[dict[str, Any]]) -> None:
+        """Pick up the jobs a journal kept (after this process or the application restarted):
+        queued ones at their places, running ones with their runners, finished ones until
+        their TTL. Replicas they name have `lost_after_s` to be heard from."""
+        now = self.clock()
+        for record in records:
+            entry = _Entry.from_record(record)
+            if entry.id in self._entries:
+                continue
+            self.counters["restored"] += 1
+            self._entries[entry.id] = entry
+            if entry.job.idempotency_key is not None:
+                self._idempotent[(entry.job.client, entry.job.idempotency_key)] = entry.id
+            for worker in (entry.worker, entry.job.holder):
+                if worker is not None:
+                    self._workers.setdefault(worker, now)
+            if entry.status == "queued":
+                self._enqueue(entry)
+            elif entry.status == "running":
+                self._start(entry, worker=entry.worker)
+            elif not entry.notified:
+                self._tell(entry)
+        self._dispatch()
+
     # Tickets
 
     async def acquire(
-        self, ticket: str, worker: str, client: str, key: str, *, max_wait_s: float
+        self,
+        ticket: str,
+        worker: str,
+        client: str,
+        key: str,
+        *,
+        max_wait_s: float,
+        work: float = QUANTUM,
     ) -> float | None:
         """Wait for a slot; None once granted, or the seconds to retry after when refused.
 
@@ -294,14 +386,16 @@ class Scheduler:
         self._workers[worker] = self.clock()
         if len(self.queue) >= self.max_queued:
             self.counters["shed"] += 1
-            return self._retry_after(len(self.queue))
+            return self._retry_after(self.queue.work)
         if self.queue or self.running >= self.capacity:
-            wait_s = self._wait_s(self.queue.position_of_next(client) + 1)
+            wait_s = self._wait_s(self.queue.work_ahead_of_next(client, work) + work)
             if wait_s is not None and wait_s > max_wait_s:
                 self.counters["shed"] += 1
                 return max(1.0, math.ceil(wait_s - max_wait_s))
         grant: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._add(_Entry(ticket, client, key, self.clock(), grant=grant, worker=worker))
+        job = Submission(ticket, client, key, work=work)
+        self._entries[ticket] = entry = _Entry(job, self.clock(), grant=grant, worker=worker)
+        self._enqueue(entry)
         self.counters["tickets"] += 1
         self._dispatch()
         granted = await asyncio.shield(grant)
@@ -326,118 +420,248 @@ class Scheduler:
     # Housekeeping
 
     def sweep(self) -> None:
-        """Forget finished jobs past their TTL; fail what lost ingress replicas were running."""
+        """Forget finished jobs past their TTL; what lost ingress replicas held or ran goes
+        back in line where its upload is stored, else fails."""
         now = self.clock()
         lost = {w for w, seen in self._workers.items() if now - seen > self.lost_after_s}
         for worker in lost:
             del self._workers[worker]
         for entry in list(self._entries.values()):
-            if entry.finished_at is not None and now - entry.finished_at > self.ttl_s:
-                del self._entries[entry.id]
-                if entry.idempotency_key is not None:
-                    self._idempotent.pop((entry.client, entry.idempotency_key), None)
-            elif entry.worker in lost:
+            if entry.finished_at is not None:
+                if now - entry.finished_at > self.ttl_s:
+                    self._forget(entry)
+            elif entry.is_ticket:
+                if entry.worker in lost:
+                    self.release(entry.id)
+            elif entry.status == "running" and entry.worker in lost:
                 self._lose(entry)
+            elif entry.status == "queued" and entry.job.holder in lost:
+                self._orphan(entry)
         self._dispatch()
 
     def stats(self) -> dict[str, Any]:
-        rate = self.rate.per_s()
+        rate = self.pace.work_per_s()
         return {
             "slots": self.capacity,
             "running": self.running,
             "queued": len(self.queue),
-            "per_s": None if rate is None else round(rate, 2),
+            "queued_bytes": self.queued_bytes,
+            "megapixels_per_s": None if rate is None else round(rate, 3),
             "ingress_replicas": len(self._workers),
             **self.counters,
         }
 
-    # Internals
+    # Internals: admission
 
-    def _replayed(self, client: str, idempotency_key: str | None, key: str) -> JobView | None:
-        """The view of the job `client` submitted with `idempotency_key`, if any."""
-        job_id = (
-            None if idempotency_key is None else self._idempotent.get((client, idempotency_key))
+    def _admit(self, job: Submission) -> None:
+        """Refuse a job the line has no room for, or whose client has its share queued."""
+        if len(self.queue) >= self.max_queued or (
+            self.queued_bytes + job.nbytes > self.max_queued_bytes
+        ):
+            self.counters["refused"] += 1
+            raise Overloaded(
+                f"the queue is full ({len(self.queue):,} waiting, "
+                f"{self.queued_bytes / 2**20:,.0f} MiB); retry later",
+                retry_after_s=self._retry_after(self.queue.work),
+            )
+        waiting = self.queue.queued_by(job.client)[0]
+        held = self._client_bytes.get(job.client, 0)
+        if waiting >= self.max_per_client or held + job.nbytes > self.max_client_bytes:
+            self.counters["refused"] += 1
+            raise TooManyJobs(
+                f"you have {waiting} jobs ({held / 2**20:,.0f} MiB) waiting, the most one "
+                "client may; retry when one has finished",
+                retry_after_s=self._retry_after(self.queue.work_ahead_of_next(job.client, 0)),
+            )
+
+    def _replayed(self, job: Submission) -> JobView | None:
+        """The view of the job its client submitted with its `idempotency_key`, if any."""
+        known = (
+            None
+            if job.idempotency_key is None
+            else self._idempotent.get((job.client, job.idempotency_key))
         )
-        if job_id is None:
+        if known is None:
             return None
-        if self._entries[job_id].key != key:
+        if self._entries[known].job.key != job.key:
             raise IdempotencyConflict(
                 "this Idempotency-Key was sent before with another picture or other options; "
                 "use a new key for new work"
             )
         self.counters["replayed"] += 1
-        return self.view(job_id)
+        return self.view(known)
 
-    def _remember(self, entry: _Entry, idempotency_key: str | None) -> None:
+    def _remember(self, entry: _Entry) -> None:
         self.counters["jobs"] += 1
-        if idempotency_key is not None:
-            entry.idempotency_key = idempotency_key
-            self._idempotent[(entry.client, idempotency_key)] = entry.id
+        if entry.job.idempotency_key is not None:
+            self._idempotent[(entry.job.client, entry.job.idempotency_key)] = entry.id
 
     def _add(self, entry: _Entry) -> None:
         self._entries[entry.id] = entry
-        self.queue.push(entry.id, entry.client)
+        self._enqueue(entry)
+        self.journal.save(entry.record())
+
+    # Internals: the queue and the slots
+
+    def _enqueue(self, entry: _Entry) -> None:
+        entry.status = "queued"
+        self.queue.push(entry.id, entry.job.client, entry.job.work, (entry.order, entry.id))
+        self._held(entry, +1)
+
+    def _unqueue(self, entry: _Entry) -> None:
+        self.queue.remove(entry.id)
+        self._held(entry, -1)
+
+    def _held(self, entry: _Entry, sign: int) -> None:
+        self.queued_bytes += sign * entry.job.nbytes
+        self._client_bytes[entry.job.client] += sign * entry.job.nbytes
+        if not self._client_bytes[entry.job.client]:
+            del self._client_bytes[entry.job.client]
 
     def _dispatch(self) -> None:
-        """Start entries in fair order while slots are free (a job needs a waiting taker)."""
+        """Start entries in fair order while slots are free (a job needs a taker that can run
+        it: its holder's, or any for a stored upload)."""
         while self.running < self.capacity and (head := self.queue.peek()) is not None:
             entry = self._entries[head]
-            taker = next((t for t in self._takers if len(t.jobs) < t.limit), None)
-            if entry.grant is None and taker is None:
-                # No ingress replica can run a job right now; a ticket need not wait for one.
-                ticket = next((e for e in self.queue.order() if self._entries[e].is_ticket), None)
-                if ticket is None:
+            taker = None if entry.is_ticket else self._taker_for(entry)
+            if not entry.is_ticket and taker is None:
+                if self._coming_back(entry.job.holder):
+                    break  # its holder is between two takes: the line keeps its order
+                found = self._first_startable()
+                if found is None:
                     break
-                entry = self._entries[ticket]
+                entry, taker = found
             if entry.id == head:
-                self.queue.pop()  # its client goes to the back of the round
+                self.queue.pop()
+                self._held(entry, -1)
             else:
-                self.queue.remove(entry.id)
-            self._start(entry)
-            if entry.grant is not None:
-                entry.grant.set_result(True)
-            elif taker is not None:
-                entry.worker = taker.worker
-                taker.jobs.append(Taken(entry.id, entry.key, entry.payload))
-                entry.payload = None
+                self._unqueue(entry)
+            self._hand(entry, taker)
         for taker in self._takers:
             if taker.jobs and not taker.done.done():
                 taker.done.set_result(None)
 
-    def _start(self, entry: _Entry) -> None:
+    def _hand(self, entry: _Entry, taker: _Taker | None) -> None:
+        if taker is None:  # a ticket
+            self._start(entry, worker=entry.worker)
+            assert entry.grant is not None
+            entry.grant.set_result(True)
+            return
+        self._start(entry, worker=taker.worker)
+        taker.jobs.append(Taken(entry.id, entry.job.key, entry.job.stored))
+        self.journal.save(entry.record())
+
+    def _taker_for(self, entry: _Entry) -> _Taker | None:
+        holder = entry.job.holder
+        free = [t for t in self._takers if len(t.jobs) < t.limit]
+        own = next((t for t in free if t.worker == holder), None)
+        if own is not None or not (entry.job.stored or holder is None):
+            return own
+        return free[0] if free else None
+
+    def _coming_back(self, holder: str | None) -> bool:
+        """Whether `holder` took jobs lately and will ask again in a moment."""
+        seen = None if holder is None else self._workers.get(holder)
+        return seen is not None and self.clock() - seen < 2 * TAKE_EVERY_S
+
+    def _first_startable(self) -> tuple[_Entry, _Taker | None] | None:
+        """The first entry in fair order that can start now (rare: the head's holder is
+        silent)."""
+        for entry_id in self.queue.order():
+            entry = self._entries[entry_id]
+            if entry.is_ticket:
+                return entry, None
+            taker = self._taker_for(entry)
+            if taker is not None:
+                return entry, taker
+        return None
+
+    def _start(self, entry: _Entry, *, worker: str | None) -> None:
         entry.status = "running"
+        entry.worker = worker
         entry.started_at = self.clock()
         self.running += 1
-        self.rate.started()
+        self.pace.started()
+        if not entry.is_ticket:
+            self._runs[entry.id] = entry
 
     def _free(self, entry: _Entry, *, computed: bool) -> None:
         self.running -= 1
+        self._runs.pop(entry.id, None)
         started = entry.started_at if entry.started_at is not None else self.clock()
-        self.rate.stopped(self.clock() - started if computed else None)
+        self.pace.stopped(self.clock() - started if computed else None, entry.job.work)
+
+    def _reconcile(self, worker: str, running: set[str]) -> None:
+        """Agree with `worker` on what it runs: handed-out jobs it does not have go back to
+        their places; jobs it runs that the line thought queued (records from before a
+        restart) are running."""
+        for run in list(self._runs.values()):
+            if run.worker == worker and run.id not in running:
+                self._requeue(run)
+        for job_id in running:
+            entry = self._entries.get(job_id)
+            if entry is not None and entry.status == "queued" and not entry.is_ticket:
+                self._unqueue(entry)
+                self._start(entry, worker=worker)
+                self.journal.save(entry.record())
+
+    def _holds(self, worker: str, job_id: str) -> bool:
+        """Whether `worker` should keep the upload of `job_id`: queued, held by it."""
+        entry = self._entries.get(job_id)
+        return entry is not None and entry.status == "queued" and entry.job.holder == worker
+
+    def _requeue(self, entry: _Entry) -> None:
+        """A running job back at its place in line (its runner never had it, or stopped)."""
+        self.counters["requeued"] += 1
+        self._free(entry, computed=False)
+        entry.worker = None
+        self._enqueue(entry)
+        self.journal.save(entry.record())
+
+    # Internals: ends
 
     def _end(self, entry: _Entry, *, error: AnimeGANError | None) -> None:
         entry.status = "failed" if error is not None else "done"
         entry.error = error
         entry.finished_at = self.clock()
-        entry.payload = None
+        self.journal.save(entry.record())
+        self._tell(entry)
+
+    def _tell(self, entry: _Entry) -> None:
+        if entry.job.callback_url is not None and self.ended is not None:
+            self.ended(entry.job, self.view(entry.id))
 
     def _finish_same(self, key: str) -> None:
         """A result for `key` exists now: queued jobs that want it are done."""
         for entry in list(self._entries.values()):
-            if entry.key == key and entry.status == "queued" and not entry.is_ticket:
-                self.queue.remove(entry.id)
+            if entry.job.key == key and entry.status == "queued" and not entry.is_ticket:
+                self._unqueue(entry)
                 self._end(entry, error=None)
 
     def _lose(self, entry: _Entry) -> None:
-        if entry.is_ticket:
-            self.release(entry.id)
-        elif entry.status == "running":
-            self.counters["lost"] += 1
-            self._free(entry, computed=False)
-            self._end(
-                entry,
-                error=JobLost("the ingress replica running this job stopped; submit it again"),
-            )
+        """A running job whose runner stopped."""
+        if entry.job.stored:
+            self._requeue(entry)
+            return
+        self.counters["lost"] += 1
+        self._free(entry, computed=False)
+        self._end(entry, error=JobLost(LOST))
+
+    def _orphan(self, entry: _Entry) -> None:
+        """A queued job whose holder stopped: any replica runs it from Redis, or it fails."""
+        if entry.job.stored:
+            entry.job = replace(entry.job, holder=None)
+            self.journal.save(entry.record())
+            return
+        self.counters["lost"] += 1
+        self._unqueue(entry)
+        self._end(entry, error=JobLost(LOST))
+
+    def _forget(self, entry: _Entry) -> None:
+        del self._entries[entry.id]
+        if entry.job.idempotency_key is not None:
+            self._idempotent.pop((entry.job.client, entry.job.idempotency_key), None)
+        self.journal.forget(entry.id)
 
     def _job(self, job_id: str) -> _Entry:
         if not self._is_job(job_id):
@@ -450,24 +674,28 @@ class Scheduler:
         entry = self._entries.get(job_id)
         return entry is not None and not entry.is_ticket
 
-    def _wait_s(self, leaving: int) -> float | None:
-        """Seconds until `leaving` more entries have started, at the measured pace."""
-        rate = self.rate.per_s()
-        return None if rate is None else leaving / rate
+    # Internals: time
 
-    def _eta(self, entry: _Entry, position: int | None) -> float | None:
-        duration = self.rate.duration_s()
-        if duration is None:
+    def _wait_s(self, work: float) -> float | None:
+        """Seconds until `work` more megapixels have been done, at the measured pace."""
+        rate = self.pace.work_per_s()
+        return None if rate is None else work / rate
+
+    def _eta(self, entry: _Entry, work_ahead: float | None) -> float | None:
+        per_work = self.pace.seconds_per_work()
+        if per_work is None:
             return None
+        duration = per_work * entry.job.work
         if entry.status == "running" and entry.started_at is not None:
             return max(0.0, duration - (self.clock() - entry.started_at))
-        if position is None:
+        if work_ahead is None:
             return None
-        wait = self._wait_s(position + 1)
+        wait = self._wait_s(work_ahead + entry.job.work)
         return None if wait is None else wait + duration
 
-    def _retry_after(self, leaving: int) -> float:
-        wait = self._wait_s(leaving)
+    def _retry_after(self, work: float) -> float:
+        wait = self._wait_s(work)
         if wait is None:
             return RETRY_AFTER_UNKNOWN_S
         return min(RETRY_AFTER_MAX_S, max(1.0, math.ceil(wait)))
+

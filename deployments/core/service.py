@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -23,7 +24,7 @@ from .counted import Observe
 from .errors import Timeout, UnknownResult
 from .examples import Example
 from .job_watch import JobWatch
-from .jobs import Admitted, JobLine, Jobs, JobWork
+from .jobs import Admitted, JobLine, Jobs, JobWork, Uploads
 from .options import StylizeOptions
 from .replica_stats import Snapshot, summarize
 from .result_store import ResultStore
@@ -33,6 +34,7 @@ from .settings import Settings
 from .styles import STYLES_WAIT_S, StyleList
 from .tiers import ClusterCache, Line, Store, Tiers
 from .warming import Warming
+from .webhooks import check_callback
 
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
@@ -54,8 +56,8 @@ class Cache(ClusterCache, Protocol):
     async def stats(self) -> dict[str, Any] | None: ...
 
 
-class Redis(Store, Protocol):
-    """The Redis tier, with its counters."""
+class Redis(Store, Uploads, Protocol):
+    """The Redis tier (results, and queued jobs' uploads), with its counters."""
 
     def stats(self) -> dict[str, Any]: ...
 
@@ -92,6 +94,7 @@ class StyleService:
         line: ServiceLine,
         observe: Observe,
         examples: list[Example],
+        app: str = "",
     ) -> None:
         self.settings = settings
         self.model = model
@@ -111,7 +114,9 @@ class StyleService:
             line,
             self.tiers,
             self._run_job,
-            check=lambda image: pipeline.check_upload(image, settings),
+            weigh=lambda image, options: pipeline.work_of(image, options, settings),
+            uploads=redis,
+            app=app,
             background=self.background,
         )
         self.watch = JobWatch(line.views, poll_s=0.5)
@@ -169,7 +174,9 @@ class StyleService:
     async def _answer(
         self, key: str, image: bytes, options: StylizeOptions, client: str | None
     ) -> Stylized:
-        picture, cache = await self.tiers.answer(key, lambda: self.compute(image, options), client)
+        work = pipeline.work_of(image, options, self.settings) if client is not None else 0.0
+        compute = functools.partial(self.compute, image, options)
+        picture, cache = await self.tiers.answer(key, compute, client, work)
         return Stylized(picture, key, cache, options)
 
     @contextlib.asynccontextmanager
@@ -193,11 +200,19 @@ class StyleService:
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = None,
+        *,
+        callback_url: str | None = None,
+        root: str = "",
     ) -> Admitted:
         """Queue a job (done at once if its result is stored; the same job again for an
-        Idempotency-Key the client used before); refusals of the input now."""
+        Idempotency-Key the client used before); refusals of the input now. `callback_url`
+        is called when it ends (checked against `webhook_allowed_hosts`)."""
+        if callback_url is not None:
+            check_callback(callback_url, self.settings.webhook_allowed_hosts)
         key = await self.key(image, options)
-        return await self.jobs.submit(key, image, options, client, idempotency_key)
+        return await self.jobs.submit(
+            key, image, options, client, idempotency_key, callback_url=callback_url, root=root
+        )
 
     async def job_view(self, job_id: str) -> JobView:
         return await self.line.view(job_id)
@@ -241,7 +256,8 @@ class StyleService:
                 "redis": None if self.redis is None else self.redis.stats(),
                 "line_unavailable": self.line.unavailable,
                 "shed_here": self.line.shed_here,
-                "jobs_running": self.jobs.running,
+                "jobs_running": len(self.jobs.running),
+                "uploads_held": len(self.jobs.held),
             },
             "model": summarize(replicas),
         }

@@ -7,6 +7,8 @@ resolved once, where the application is built, and handed to every replica as th
 
 from __future__ import annotations
 
+import base64
+import binascii
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
@@ -97,6 +99,11 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(default=1000, ge=1)  # jobs and waiting requests together
     max_jobs_per_client: int = Field(default=100, ge=1)
     job_ttl_s: float = Field(default=600.0, gt=0)  # how long a finished job can be looked up
+    # Queued uploads wait with the ingress replica that accepted them (and in Redis, where set):
+    # bounded by their bytes all together and per client. 4 GiB fits a 24 GiB machine beside
+    # two model replicas (~1-3 GB each) and Ray's own processes (~1.3 GB).
+    max_queued_bytes: int = Field(default=4 * 1024**3, ge=1)
+    max_client_queued_bytes: int = Field(default=1024**3, ge=1)
     # A synchronous request that the line's pace says would wait longer is refused at once
     # (503 + Retry-After): waiting longer only to time out would waste its slot. Unset: 10 s,
     # or half of request_timeout_s if that is shorter.
@@ -106,6 +113,14 @@ class Settings(BaseSettings):
     # An IPv6 client is its network of this many bits, for fairness and every per-client limit:
     # a host is usually handed a whole /64, so its own addresses would otherwise be many clients.
     client_ipv6_prefix: int = Field(default=64, ge=1, le=128)
+
+    # Webhooks: a job's `callback_url` is called when it ends, signed as Standard Webhooks
+    # says with this `whsec_`-prefixed base64 secret; only hosts listed here are called
+    # (`*.example.com` allows its subdomains); none listed: `callback_url` is refused.
+    webhook_secret: SecretStr | None = None
+    webhook_allowed_hosts: list[str] = Field(default_factory=list)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_for_s: float = Field(default=3600.0, ge=0)  # then given up on
 
     # Access (HTTP only: Python handles are callers inside the cluster)
     api_key: SecretStr | None = Field(default=None, min_length=16)
@@ -121,6 +136,19 @@ class Settings(BaseSettings):
         schemes = ("redis://", "rediss://", "unix://")
         if value is not None and not value.get_secret_value().startswith(schemes):
             raise ValueError(f"cache_redis_url must start with {', '.join(schemes)}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            try:
+                key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            except binascii.Error:
+                key = b""
+            if not secret.startswith("whsec_") or len(key) < 16:
+                raise ValueError("webhook_secret must be whsec_ and at least 16 base64 bytes")
         return value
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ from typing import Protocol
 from .background import Background
 from .coalescer import Claimed, Failed, Hit, Lookup, Pending, Settled
 from .errors import AnimeGANError, Overloaded
+from .fair_queue import QUANTUM
 from .result_store import ResultStore
 from .results import CacheOutcome, Picture
 
@@ -68,7 +69,7 @@ class Line(Protocol):
     def refuse_if_busy(self) -> None:
         """Raise `Overloaded` at once while the line has just refused a request."""
 
-    def turn(self, client: str, key: str) -> AbstractAsyncContextManager[Turn]:
+    def turn(self, client: str, key: str, work: float) -> AbstractAsyncContextManager[Turn]:
         """Wait for a slot (raises `Overloaded` if the wait would be too long); free it after."""
 
 
@@ -105,11 +106,12 @@ class Tiers:
         self.outcomes: Counter[str] = Counter()
 
     async def answer(
-        self, key: str, compute: Compute, client: str | None
+        self, key: str, compute: Compute, client: str | None, work: float = QUANTUM
     ) -> tuple[Picture, CacheOutcome]:
         """The result for `key` and how it was had: stored in a tier (`hit`), computed for an
         identical request in flight (`shared`), or computed by `compute` in a turn in the
-        line (`miss`) for `client` (None for a job: it holds its slot already)."""
+        line (`miss`) for `client` (None for a job: it holds its slot already), its turn
+        weighed as `work` megapixels."""
         picture = self.hot.get(key)
         if picture is not None:
             return self._counted(picture, "hit", "hot_hits")
@@ -131,7 +133,7 @@ class Tiers:
             stored = await self.redis.get(key) if self.redis is not None else None
             if stored is not None:
                 return self._found(key, stored, Tier.REDIS, "hit", "redis_hits")
-            async with self._turn(client, key) as turn:
+            async with self._turn(client, key, work) as turn:
                 picture = await compute()
                 turn.computed = True
             return self._found(key, picture, Tier.MODEL, "miss", "misses")
@@ -188,7 +190,9 @@ class Tiers:
             self.background.spawn(self.cluster.release(key))
             raise
 
-    def _turn(self, client: str | None, key: str) -> AbstractAsyncContextManager[Turn]:
+    def _turn(
+        self, client: str | None, key: str, work: float
+    ) -> AbstractAsyncContextManager[Turn]:
         if client is None:
             return contextlib.nullcontext(Turn())
-        return self.line.turn(client, key)
+        return self.line.turn(client, key, work)
