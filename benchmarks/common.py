@@ -55,6 +55,23 @@ class Photos:
             out.append(buffer.getvalue())
         return out
 
+    def large(self, count: int) -> list[bytes]:
+        """JPEGs of 5-15 MB: photos enlarged to 2000-3200 px, with grain that JPEG keeps."""
+        rng = np.random.default_rng(self.rng.randrange(1 << 30))
+        out = []
+        for _ in range(count):
+            side = self.rng.randrange(2000, 3200)
+            image = self.rng.choice(self.images).resize((side, side * 3 // 4))
+            pixels = np.asarray(image).astype(np.int16) + rng.integers(
+                -40, 41, (side * 3 // 4, side, 3)
+            )
+            buffer = io.BytesIO()
+            Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(
+                buffer, "JPEG", quality=97, subsampling=0
+            )
+            out.append(buffer.getvalue())
+        return out
+
 
 def _made_up() -> Image.Image:
     rng = np.random.default_rng(0)

@@ -10,6 +10,9 @@ picture costs), then two overloads of the same offered rate:
 2. `/v1/jobs`: a crowd of people (distinct X-Forwarded-For addresses) each submitting a job,
    following its events to the end and fetching the picture: every job accepted must end done,
    none lost; pictures delivered during the overload.
+3. `/v1/jobs` again with 5-15 MB uploads: the line fills by bytes (`max_queued_bytes`), the
+   refusals carry Retry-After, every accepted job ends, and every process's memory stays
+   within its bound.
 
 Writes the figures into the soak section of benchmarks/RESULTS.md.
 Usage: python -m benchmarks.soak [--seconds 300] [--jobs-seconds 300] [--factor 3]
@@ -23,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -45,6 +49,7 @@ DEADLINE_S = 60.0  # the service's request_timeout_s default
 HANG_S = DEADLINE_S + 15  # an answer later than this counts as hung
 PEOPLE = 500  # distinct client addresses of the jobs crowd
 JOB_TIMEOUT_S = 600.0  # a job not ended by then (from its submission) counts as lost
+MAX_QUEUED_BYTES = 4 * 1024**3  # the settings' default, which the soak's app keeps
 
 
 def single_latency_ms(url: str, body: bytes) -> float:
@@ -76,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0, help="length of the overload")
     parser.add_argument("--jobs-seconds", type=float, default=300.0, help="the jobs overload")
     parser.add_argument("--factor", type=float, default=3.0, help="offered load / capacity")
+    parser.add_argument("--large-seconds", type=float, default=180.0, help="5-15 MB uploads")
     options = parser.parse_args()
 
     from deployments.core.settings import OFFICIAL_STYLES
@@ -87,7 +93,14 @@ def main() -> None:
         url = start_cluster()
         try:
             deploy_ours(url, Path(folder))
-            report = soak(url, bodies, options.seconds, options.jobs_seconds, options.factor)
+            report = soak(
+                url,
+                bodies,
+                options.seconds,
+                options.jobs_seconds,
+                options.factor,
+                options.large_seconds,
+            )
         finally:
             stop_cluster()
     path = ROOT / "benchmarks" / "RESULTS.md"
@@ -95,7 +108,14 @@ def main() -> None:
     print(report)
 
 
-def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, factor: float) -> str:
+def soak(
+    url: str,
+    bodies: list[bytes],
+    seconds: float,
+    jobs_seconds: float,
+    factor: float,
+    large_seconds: float,
+) -> str:
     print("warming up (8 s), then measuring capacity (8 clients, 15 s)", flush=True)
     run_closed(
         url,
@@ -126,11 +146,8 @@ def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, fac
         flush=True,
     )
 
-    names = ray_processes()
+    memory = Memory()
     cache_start = cache_mib(url)
-    rss_start = {pid: rss_mib(pid) for pid in names}
-    rss_peak = dict(rss_start)
-    rss_mid: dict[int, float | None] = {}
     rate = factor * capacity
     print(f"offering {rate:.1f} req/s for {seconds:.0f} s", flush=True)
 
@@ -148,19 +165,10 @@ def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, fac
         )
     )
     before = cpu_snapshot()
-    began = time.monotonic()
     driver.start()
-    while driver.is_alive():
-        driver.join(timeout=5)
-        for pid in names:
-            now = rss_mib(pid)
-            if now is not None and rss_start.get(pid) is not None:
-                rss_peak[pid] = max(rss_peak[pid] or 0, now)
-        if not rss_mid and time.monotonic() - began >= seconds / 2:
-            rss_mid.update({pid: rss_mib(pid) for pid in names})
+    memory.watch(driver, seconds)
     (result,) = outcome
     spent = cpu_ms_since(before)
-    rss_end = {pid: rss_mib(pid) for pid in names}
     cache_end = cache_mib(url)
     back_s = recovery_s(url, bodies, quiet)
     refusals = sum(a.status != 200 for a in result.answers)
@@ -169,7 +177,7 @@ def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, fac
         name: (ms - served * per_picture.get(name, 0.0)) / max(refusals, 1)
         for name, ms in spent.items()
     }
-    text = render(result, capacity, quiet, back_s, names, rss_start, rss_mid, rss_peak, rss_end)
+    text = render(result, capacity, quiet, back_s, memory)
     text += (
         f"\nCPU: a picture cost {picture_ms:.0f} ms of CPU over the whole machine at capacity "
         f"(8 clients); during the overload the machine spent {sum(spent.values()) / 1e3:.0f} s, "
@@ -194,7 +202,116 @@ def soak(url: str, bodies: list[bytes], seconds: float, jobs_seconds: float, fac
     )
     delivered = sum(j.ended == "done" for j in jobs.jobs)
     per_job = cpu_ms_since(before, delivered)
-    return text + render_jobs(jobs, capacity, per_job, per_picture)
+    text += render_jobs(jobs, capacity, per_job, per_picture)
+    return text + large_uploads(url, rate, large_seconds)
+
+
+def large_uploads(url: str, rate: float, seconds: float) -> str:
+    """The jobs overload again with 5-15 MB uploads: the line fills by bytes, not count."""
+    bodies = Photos(seed=11).large(8)
+    sizes = sorted(len(b) / 1e6 for b in bodies)
+    print(f"large uploads ({sizes[0]:.0f}-{sizes[-1]:.0f} MB): {rate:.1f} jobs/s", flush=True)
+    memory = Memory()
+    queued_bytes: list[int] = []
+    outcome: list[JobsLoad] = []
+    driver = threading.Thread(
+        target=lambda: outcome.append(
+            run_jobs(
+                url,
+                lambda i: (distinct(bodies, 5_000_000 + i), PARAMS),
+                rate=rate,
+                seconds=seconds,
+                people=PEOPLE,
+                timeout_s=JOB_TIMEOUT_S,
+            )
+        )
+    )
+    driver.start()
+    memory.watch(driver, seconds, also=lambda: queued_bytes.append(line_bytes(url)))
+    (jobs,) = outcome
+    submitted = Counter(j.submitted for j in jobs.jobs)
+    ended = Counter(j.ended for j in jobs.jobs if j.submitted == 202)
+    no_retry = sum(j.submitted in (429, 503) and not j.retry_after for j in jobs.jobs)
+    lines = [
+        "",
+        f"### Large uploads through /v1/jobs, {jobs.seconds:.0f} s",
+        "",
+        f"{len(jobs.jobs):,} jobs offered at {jobs.offered_per_s:.1f}/s by {PEOPLE} people, "
+        f"each a JPEG of {sizes[0]:.1f}-{sizes[-1]:.1f} MB (the line's bound: max_queued_bytes "
+        f"{MAX_QUEUED_BYTES / 2**30:.0f} GiB, 1 GiB a client); the queued uploads peaked at "
+        f"{max(queued_bytes, default=0) / 2**20:,.0f} MiB.",
+        "",
+        "| submission answered | count |",
+        "| --- | ---: |",
+        *(f"| {st or 'no answer'} | {n:,} |" for st, n in sorted(submitted.items())),
+        "",
+        "| accepted job ended | count |",
+        "| --- | ---: |",
+        *(f"| {end} | {n:,} |" for end, n in sorted(ended.items(), key=str)),
+        "",
+        f"Refusals without Retry-After: {no_retry}. Pictures delivered: "
+        f"{jobs.served_per_s():.1f} per s.",
+        "",
+        *memory.table(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def line_bytes(url: str) -> int:
+    """The uploads the line holds queued now."""
+    try:
+        line = httpx.get(f"{url}/v1/stats", timeout=10).json()["line"]
+    except (httpx.HTTPError, KeyError, TypeError):
+        return 0
+    return int(line.get("queued_bytes", 0)) if line else 0
+
+
+class Memory:
+    """RSS of every Ray process: at the start, half-time, its peak and the end of a phase."""
+
+    def __init__(self) -> None:
+        self.names = ray_processes()
+        self.start = {pid: rss_mib(pid) for pid in self.names}
+        self.peak = dict(self.start)
+        self.mid: dict[int, float | None] = {}
+        self.end: dict[int, float | None] = {}
+
+    def watch(
+        self, driver: threading.Thread, seconds: float, also: Callable[[], None] = lambda: None
+    ) -> None:
+        """Sample every few seconds until `driver` ends."""
+        began = time.monotonic()
+        while driver.is_alive():
+            driver.join(timeout=5)
+            also()
+            for pid in self.names:
+                now = rss_mib(pid)
+                if now is not None and self.start.get(pid) is not None:
+                    self.peak[pid] = max(self.peak[pid] or 0, now)
+            if not self.mid and time.monotonic() - began >= seconds / 2:
+                self.mid.update({pid: rss_mib(pid) for pid in self.names})
+        self.end = {pid: rss_mib(pid) for pid in self.names}
+
+    def table(self) -> list[str]:
+        lines = [
+            "RSS of every Ray process: growth that stops by half-time is a high-water mark "
+            "(buffers of the busiest moment, caches filling to their bounds); growth that goes "
+            "on is a leak.",
+            "",
+            "| Ray process | start MiB | half-time MiB | peak MiB | end MiB | second half |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for pid, name in sorted(self.names.items(), key=lambda kv: kv[1]):
+            values = (self.start.get(pid), self.mid.get(pid), self.peak.get(pid), self.end.get(pid))
+            first, half, top, last = values
+            if first is None or half is None or top is None or last is None:
+                lines.append(f"| {name} ({pid}) | {first or 0:.0f} | | | gone | |")
+                continue
+            lines.append(
+                f"| {name} | {first:.0f} | {half:.0f} | {top:.0f} | {last:.0f} "
+                f"| {last - half:+.0f} |"
+            )
+        return lines
 
 
 def render_jobs(
@@ -264,11 +381,7 @@ def render(
     capacity: float,
     quiet_ms: float,
     back_s: float,
-    names: dict[int, str],
-    start: dict[int, float | None],
-    mid: dict[int, float | None],
-    peak: dict[int, float | None],
-    end: dict[int, float | None],
+    memory: Memory,
 ) -> str:
     total = result.requests
     answered = Counter(a.status for a in result.answers if a.status)
@@ -303,20 +416,8 @@ def render(
         f"latency (3 single requests in a row within 1.5x + 20 ms) {back_s:.1f} s after the load "
         "stopped.",
         "",
-        "RSS of every Ray process: growth that stops by half-time is a high-water mark (buffers of",
-        "the busiest moment, caches filling to their bounds); growth that goes on is a leak.",
-        "",
-        "| Ray process | start MiB | half-time MiB | peak MiB | end MiB | second half |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *memory.table(),
     ]
-    for pid, name in sorted(names.items(), key=lambda kv: kv[1]):
-        first, half, top, last = start.get(pid), mid.get(pid), peak.get(pid), end.get(pid)
-        if first is None or half is None or top is None or last is None:
-            lines.append(f"| {name} ({pid}) | {first or 0:.0f} | | | gone | |")
-            continue
-        lines.append(
-            f"| {name} | {first:.0f} | {half:.0f} | {top:.0f} | {last:.0f} | {last - half:+.0f} |"
-        )
     return "\n".join(lines) + "\n"
 
 

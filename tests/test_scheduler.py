@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -36,13 +37,8 @@ def run(scenario: Callable[[], Awaitable[T]]) -> T:
 
 
 def line(clock: Clock, *, slots: int = 1, **limits: Any) -> Scheduler:
-    scheduler = Scheduler(
-        max_queued=limits.get("max_queued", 100),
-        max_per_client=limits.get("max_per_client", 50),
-        ttl_s=limits.get("ttl_s", 600),
-        lost_after_s=10,
-        clock=clock,
-    )
+    limits = {"max_queued": 100, "max_per_client": 50, "ttl_s": 600, **limits}
+    scheduler = Scheduler(lost_after_s=10, clock=clock, **limits)
     scheduler.set_capacity(slots)
     return scheduler
 
@@ -369,5 +365,207 @@ def test_an_idempotency_key_names_one_job_of_one_client_until_the_job_is_forgott
         scheduler.sweep()  # "a" is forgotten, and with it alice's key
         done = record_done(scheduler, "f", "alice", "k2", idempotency_key="order-7")
         assert (done.id, done.status) == ("f", "done")
+
+    run(scenario)
+
+
+# -- records that outlive the line ------------------------------------------------------------
+
+
+class MemoryJournal:
+    """The records as a journal keeps them: the latest of each job."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def save(self, record: dict[str, Any]) -> None:
+        self.records[record["job"]["id"]] = record
+
+    def forget(self, job_id: str) -> None:
+        self.records.pop(job_id, None)
+
+
+def journaled(clock: Clock, journal: MemoryJournal, **limits: Any) -> Scheduler:
+    scheduler = Scheduler(
+        max_queued=100, max_per_client=50, ttl_s=600, clock=clock, journal=journal, **limits
+    )
+    scheduler.set_capacity(1)
+    return scheduler
+
+
+def test_a_restarted_line_picks_up_queued_running_and_finished_jobs_from_its_records() -> None:
+    async def scenario() -> None:
+        clock, journal = Clock(), MemoryJournal()
+        first = journaled(clock, journal)
+        submit(first, "old", "a", "k-old")
+        for i in range(3):
+            submit(first, f"a{i}", "a", f"ka{i}", holder="w")
+            submit(first, f"b{i}", "b", f"kb{i}", holder="w")
+        assert await take(first) == ["old"]
+        first.finish("old", key="k-old", computed=True)
+        assert await take(first) == ["b0"]  # a has had its turn
+        places = {job: first.view(job).position for job in ("a0", "a1", "b1", "a2", "b2")}
+        records = list(journal.records.values())  # the actor dies; its records do not
+
+        again = journaled(clock, MemoryJournal())
+        again.restore(json.loads(json.dumps(records[::-1])))  # from a store: in any order
+        assert again.view("old").result == "k-old"
+        assert again.view("b0").status == "running" and again.running == 1
+        assert {job: again.view(job).position for job in places} == places
+        again.finish("b0", key="kb0", computed=True)  # its runner never stopped
+        assert again.view("b0").status == "done"
+        assert await take(again, running=[]) == ["a0"]
+        assert again.stats()["restored"] == 7
+
+    run(scenario)
+
+
+def test_a_job_handed_out_but_never_arrived_goes_back_to_its_place() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        submit(scheduler, "a", "c", "k1")
+        submit(scheduler, "b", "c", "k2")
+        assert await take(scheduler) == ["a"]
+        # The next take says "a" is not running there: the answer was lost on the way.
+        assert await take(scheduler, running=[]) == ["a"]
+        assert scheduler.stats()["requeued"] == 1 and scheduler.view("b").position == 0
+
+    run(scenario)
+
+
+def test_a_job_its_runner_reports_running_is_running_even_if_the_records_said_queued() -> None:
+    async def scenario() -> None:
+        clock, journal = Clock(), MemoryJournal()
+        first = journaled(clock, journal)
+        submit(first, "a", "c", "k1")
+        again = journaled(clock, MemoryJournal())
+        again.restore(journal.records.values())  # written before "a" was handed out
+        assert again.view("a").status == "queued"
+        assert await take(again, running=["a"]) == []  # the runner has it
+        assert again.view("a").status == "running" and again.running == 1
+
+    run(scenario)
+
+
+def test_the_line_is_bounded_by_bytes_together_and_per_client() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=0, max_queued_bytes=100, max_client_bytes=60)
+        submit(scheduler, "a", "big", "k1", nbytes=60)
+        with pytest.raises(TooManyJobs) as per_client:
+            submit(scheduler, "b", "big", "k2", nbytes=1)
+        assert per_client.value.retry_after_s is not None
+        submit(scheduler, "c", "other", "k3", nbytes=40)
+        with pytest.raises(Overloaded) as full:
+            submit(scheduler, "d", "third", "k4", nbytes=1)
+        assert full.value.retry_after_s == 2.0  # before the pace is known
+        assert scheduler.stats()["queued_bytes"] == 100
+        scheduler.cancel("a")
+        assert scheduler.stats()["queued_bytes"] == 40
+        submit(scheduler, "e", "big", "k5", nbytes=60)  # room again
+
+    run(scenario)
+
+
+def test_a_job_goes_to_the_replica_holding_its_upload_unless_it_is_stored() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=2)
+        submit(scheduler, "held", "c", "k1", holder="a")
+        assert await take(scheduler, worker="b") == []  # "a" will ask in a moment
+        assert await take(scheduler, worker="a") == ["held"]
+        submit(scheduler, "stored", "c", "k2", holder="a", stored=True)
+        handout = await scheduler.take("b", 10, wait_s=0.01)
+        assert handout.jobs == [Taken("stored", "k2", stored=True)]  # b reads it from Redis
+
+    run(scenario)
+
+
+def test_a_stopped_holder_s_jobs_run_elsewhere_when_stored_and_fail_when_not() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=0)
+        submit(scheduler, "kept", "c", "k1", holder="gone", stored=True)
+        submit(scheduler, "only-there", "c", "k2", holder="gone")
+        clock.now += 11
+        await take(scheduler, worker="alive")
+        scheduler.sweep()
+        failed = scheduler.view("only-there")
+        assert (failed.status, failed.error and failed.error.code) == ("failed", "job_lost")
+        scheduler.set_capacity(1)
+        assert await take(scheduler, worker="alive") == ["kept"]
+
+    run(scenario)
+
+
+def test_a_replica_is_told_which_uploads_it_holds_to_let_go() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=0)
+        for job in ("a", "b", "c"):
+            submit(scheduler, job, "client", f"k-{job}", holder="w")
+        scheduler.cancel("b")
+        handout = await scheduler.take("w", 10, wait_s=0.01, held=["a", "b", "c", "unknown"])
+        assert handout.drop == ["b", "unknown"]
+
+    run(scenario)
+
+
+def test_thumbnails_are_not_held_behind_another_client_s_large_pictures() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        submit(scheduler, "first", "early", "k0")
+        assert await take(scheduler) == ["first"]  # the slot is busy while the others come
+        for i in range(3):  # 1024 px pictures: 16 quanta each
+            submit(scheduler, f"big{i}", "big", f"kb{i}", work=16 * QUANTUM)
+        for i in range(8):  # 128 px thumbnails: a quarter of a quantum each
+            submit(scheduler, f"thumb{i}", "thumbs", f"kt{i}", work=QUANTUM / 4)
+        assert scheduler.view("big0").position == 8
+        order, job = [], "first"
+        for _ in range(11):
+            scheduler.finish(job, key=f"k-{job}", computed=True)
+            (job,) = await take(scheduler)
+            order.append(job)
+        assert order.index("big0") == 8  # every thumbnail first: 2 quanta of work, not 16
+
+    run(scenario)
+
+
+def test_the_eta_is_in_work_a_large_picture_takes_longer() -> None:
+    async def scenario() -> None:
+        clock = Clock()
+        scheduler = line(clock, slots=1)
+        await pace(scheduler, clock, every_s=0.5)  # a quantum per 0.5 s
+        submit(scheduler, "small", "a", "ks")
+        submit(scheduler, "large", "b", "kl", work=4 * QUANTUM)
+        assert scheduler.view("small").eta_s == pytest.approx(0.5 + 0.5)
+        assert scheduler.view("large").eta_s == pytest.approx(0.5 + 2.0 + 2.0)
+
+    run(scenario)
+
+
+def test_a_job_s_end_is_told_once_and_again_after_a_restart_if_not_delivered() -> None:
+    async def scenario() -> None:
+        clock, journal = Clock(), MemoryJournal()
+        told: list[tuple[str, str]] = []
+        first = Scheduler(
+            max_queued=10,
+            max_per_client=10,
+            ttl_s=600,
+            clock=clock,
+            journal=journal,
+            ended=lambda job, view: told.append((job.id, view.status)),
+        )
+        record_done(first, "hooked", "c", "k1", callback_url="http://127.0.0.1:9/hook")
+        record_done(first, "delivered", "c", "k2", callback_url="http://127.0.0.1:9/hook")
+        record_done(first, "quiet", "c", "k3")
+        assert told == [("hooked", "done"), ("delivered", "done")]
+        first.delivered("delivered")
+        again = Scheduler(
+            max_queued=10,
+            max_per_client=10,
+            ttl_s=600,
+            clock=clock,
+            ended=lambda job, view: told.append((job.id, view.status)),
+        )
+        again.restore(journal.records.values())
+        assert told[2:] == [("hooked", "done")]  # sent again; the delivered one is not
 
     run(scenario)

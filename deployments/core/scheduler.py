@@ -219,6 +219,7 @@ class Scheduler:
         self._workers: dict[str, float] = {}  # ingress replica -> last heard from
         self._runs: dict[str, _Entry] = {}  # running jobs
         self._idempotent: dict[tuple[str, str], str] = {}  # (client, Idempotency-Key) -> job
+        self._last_order = 0.0
         self.counters = dict.fromkeys(
             ("jobs", "tickets", "shed", "refused", "lost", "replayed", "requeued", "restored"),
             0,
@@ -244,7 +245,7 @@ class Scheduler:
         self._admit(job)
         if job.holder is not None:
             self._workers[job.holder] = self.clock()
-        entry = _Entry(job, self.clock())
+        entry = _Entry(job, self._next_order())
         self._add(entry)
         self._remember(entry)
         self._dispatch()
@@ -347,12 +348,13 @@ class Scheduler:
         queued ones at their places, running ones with their runners, finished ones until
         their TTL. Replicas they name have `lost_after_s` to be heard from."""
         now = self.clock()
-        for record in records:
+        for record in sorted(records, key=lambda r: float(r["order"])):  # stores keep no order
             entry = _Entry.from_record(record)
             if entry.id in self._entries:
                 continue
             self.counters["restored"] += 1
             self._entries[entry.id] = entry
+            self._last_order = max(self._last_order, entry.order)
             if entry.job.idempotency_key is not None:
                 self._idempotent[(entry.job.client, entry.job.idempotency_key)] = entry.id
             for worker in (entry.worker, entry.job.holder):
@@ -394,7 +396,8 @@ class Scheduler:
                 return max(1.0, math.ceil(wait_s - max_wait_s))
         grant: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         job = Submission(ticket, client, key, work=work)
-        self._entries[ticket] = entry = _Entry(job, self.clock(), grant=grant, worker=worker)
+        entry = _Entry(job, self._next_order(), grant=grant, worker=worker)
+        self._entries[ticket] = entry
         self._enqueue(entry)
         self.counters["tickets"] += 1
         self._dispatch()
@@ -473,6 +476,11 @@ class Scheduler:
                 "client may; retry when one has finished",
                 retry_after_s=self._retry_after(self.queue.work_ahead_of_next(job.client, 0)),
             )
+
+    def _next_order(self) -> float:
+        """The submission time, later than any before it (records keep it across restarts)."""
+        self._last_order = max(self.clock(), math.nextafter(self._last_order, math.inf))
+        return self._last_order
 
     def _replayed(self, job: Submission) -> JobView | None:
         """The view of the job its client submitted with its `idempotency_key`, if any."""
