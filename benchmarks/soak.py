@@ -192,14 +192,7 @@ def soak(
     )
     print(f"jobs: offering {rate:.1f} jobs/s for {jobs_seconds:.0f} s", flush=True)
     before = cpu_snapshot()
-    jobs = run_jobs(
-        url,
-        lambda i: (distinct(bodies, 3_000_000 + i), PARAMS),
-        rate=rate,
-        seconds=jobs_seconds,
-        people=PEOPLE,
-        timeout_s=JOB_TIMEOUT_S,
-    )
+    jobs = offer_jobs(url, bodies, 3_000_000, rate, jobs_seconds)
     delivered = sum(j.ended == "done" for j in jobs.jobs)
     per_job = cpu_ms_since(before, delivered)
     text += render_jobs(jobs, capacity, per_job, per_picture)
@@ -215,23 +208,11 @@ def large_uploads(url: str, rate: float, seconds: float) -> str:
     queued_bytes: list[int] = []
     outcome: list[JobsLoad] = []
     driver = threading.Thread(
-        target=lambda: outcome.append(
-            run_jobs(
-                url,
-                lambda i: (distinct(bodies, 5_000_000 + i), PARAMS),
-                rate=rate,
-                seconds=seconds,
-                people=PEOPLE,
-                timeout_s=JOB_TIMEOUT_S,
-            )
-        )
+        target=lambda: outcome.append(offer_jobs(url, bodies, 5_000_000, rate, seconds))
     )
     driver.start()
     memory.watch(driver, seconds, also=lambda: queued_bytes.append(line_bytes(url)))
     (jobs,) = outcome
-    submitted = Counter(j.submitted for j in jobs.jobs)
-    ended = Counter(j.ended for j in jobs.jobs if j.submitted == 202)
-    no_retry = sum(j.submitted in (429, 503) and not j.retry_after for j in jobs.jobs)
     lines = [
         "",
         f"### Large uploads through /v1/jobs, {jobs.seconds:.0f} s",
@@ -240,21 +221,52 @@ def large_uploads(url: str, rate: float, seconds: float) -> str:
         f"each a JPEG of {sizes[0]:.1f}-{sizes[-1]:.1f} MB (the line's bound: max_queued_bytes "
         f"{MAX_QUEUED_BYTES / 2**30:.0f} GiB, 1 GiB a client); the queued uploads peaked at "
         f"{max(queued_bytes, default=0) / 2**20:,.0f} MiB.",
+        *job_ends(jobs),
+        "",
+        f"Pictures delivered: {jobs.served_per_s():.1f} per s.",
+        "",
+        *memory.table(),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def offer_jobs(url: str, bodies: list[bytes], first: int, rate: float, seconds: float) -> JobsLoad:
+    """Jobs of distinct `bodies` (from the `first`-th) offered open loop by PEOPLE people."""
+    return run_jobs(
+        url,
+        lambda i: (distinct(bodies, first + i), PARAMS),
+        rate=rate,
+        seconds=seconds,
+        people=PEOPLE,
+        timeout_s=JOB_TIMEOUT_S,
+    )
+
+
+def job_ends(jobs: JobsLoad) -> list[str]:
+    """How the submissions were answered and the accepted jobs ended (two tables), and the
+    refusals' codes and Retry-After."""
+    submitted = Counter(j.submitted for j in jobs.jobs)
+    ended = Counter(j.ended for j in jobs.jobs if j.submitted == 202)
+    codes = Counter(j.code for j in jobs.jobs if j.code)
+    no_retry = sum(j.submitted in (429, 503) and not j.retry_after for j in jobs.jobs)
+    retry = sorted(float(j.retry_after) for j in jobs.jobs if j.retry_after)
+    return [
         "",
         "| submission answered | count |",
         "| --- | ---: |",
-        *(f"| {st or 'no answer'} | {n:,} |" for st, n in sorted(submitted.items())),
+        *(f"| {status or 'no answer'} | {n:,} |" for status, n in sorted(submitted.items())),
         "",
         "| accepted job ended | count |",
         "| --- | ---: |",
         *(f"| {end} | {n:,} |" for end, n in sorted(ended.items(), key=str)),
         "",
-        f"Refusals without Retry-After: {no_retry}. Pictures delivered: "
-        f"{jobs.served_per_s():.1f} per s.",
-        "",
-        *memory.table(),
+        f"Error codes seen: {dict(codes) or 'none'}; refusals without Retry-After: {no_retry}"
+        + (
+            f"; Retry-After p50 {statistics.median(retry):.0f} s, max {retry[-1]:.0f} s."
+            if retry
+            else "."
+        ),
     ]
-    return "\n".join(lines) + "\n"
 
 
 def line_bytes(url: str) -> int:
@@ -320,11 +332,6 @@ def render_jobs(
     per_job: dict[str, float],
     per_picture: dict[str, float],
 ) -> str:
-    submitted = Counter(j.submitted for j in jobs.jobs)
-    ended = Counter(j.ended for j in jobs.jobs if j.submitted == 202)
-    codes = Counter(j.code for j in jobs.jobs if j.code)
-    no_retry = sum(j.submitted in (429, 503) and not j.retry_after for j in jobs.jobs)
-    retry = sorted(float(j.retry_after) for j in jobs.jobs if j.retry_after)
     served = jobs.served_per_s()
     lines = [
         "",
@@ -333,24 +340,7 @@ def render_jobs(
         f"{len(jobs.jobs):,} jobs offered at {jobs.offered_per_s:.1f}/s by {PEOPLE} people "
         "(distinct X-Forwarded-For addresses), each following its events to the end and "
         "fetching the picture.",
-        "",
-        "| submission answered | count |",
-        "| --- | ---: |",
-        *(
-            f"| {status or 'no answer'} | {count:,} |"
-            for status, count in sorted(submitted.items())
-        ),
-        "",
-        "| accepted job ended | count |",
-        "| --- | ---: |",
-        *(f"| {end} | {count:,} |" for end, count in sorted(ended.items(), key=str)),
-        "",
-        f"Error codes seen: {dict(codes) or 'none'}; refusals without Retry-After: {no_retry}"
-        + (
-            f"; Retry-After p50 {statistics.median(retry):.0f} s, max {retry[-1]:.0f} s."
-            if retry
-            else "."
-        ),
+        *job_ends(jobs),
         f"Pictures delivered during the overload: {served:.1f} per s ({served / capacity:.0%} "
         "of capacity).",
         "",

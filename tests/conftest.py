@@ -216,7 +216,12 @@ def examples_app(service: Service, tmp_path_factory: pytest.TempPathFactory) -> 
         (folder / name).write_bytes(data)
     (folder / "readme.txt").write_text("not a picture: left out")
     settings = Settings(
-        precision="fp32", weights_dir=service.weights_dir, styles=["paprika"], examples_dir=folder
+        precision="fp32",
+        weights_dir=service.weights_dir,
+        styles=["paprika"],
+        examples_dir=folder,
+        adaptive_batching=False,  # no batch curve to measure at start: it starts faster
+        max_batch_size=1,
     )
     yield deploy_side_app(service, "examples", settings)
     serve.delete("examples")

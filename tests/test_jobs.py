@@ -10,10 +10,10 @@ from typing import TypeVar
 import pytest
 
 from deployments.core.errors import AnimeGANError, InvalidImage, Overloaded, UnsupportedFormat
+from deployments.core.fair_queue import QUANTUM
 from deployments.core.jobs import Jobs, JobWork
 from deployments.core.options import StylizeOptions
 from deployments.core.results import Stylized
-from deployments.core.fair_queue import QUANTUM
 from deployments.core.scheduler import Handout, JobView, Submission
 from deployments.core.settings import Settings
 from deployments.core.shed_hold import ShedHold

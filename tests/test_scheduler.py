@@ -47,9 +47,7 @@ def submit(scheduler: Scheduler, job_id: str, client: str, key: str, **job: Any)
     return scheduler.submit(Submission(job_id, client, key, **job))
 
 
-def record_done(
-    scheduler: Scheduler, job_id: str, client: str, key: str, **job: Any
-) -> JobView:
+def record_done(scheduler: Scheduler, job_id: str, client: str, key: str, **job: Any) -> JobView:
     return scheduler.record_done(Submission(job_id, client, key, **job))
 
 

@@ -36,6 +36,8 @@ def redis_app(service: Service, name: str, url: str, examples_dir: Path | None =
         cache_redis_url=SecretStr(url),
         cache_redis_prefix=f"test-{name}:v1:",
         examples_dir=examples_dir,
+        adaptive_batching=False,  # no batch curve to measure at start: these apps start faster
+        max_batch_size=1,
     )
     return deploy_side_app(service, name, settings)
 

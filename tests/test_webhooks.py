@@ -57,17 +57,22 @@ def deliver(url: str, *, retry_for_s: float = 5, **options: object) -> tuple[Web
     delivered: list[str] = []
 
     async def scenario() -> Webhooks:
+        over = asyncio.Event()
+
+        def ended(job_id: str) -> None:
+            delivered.append(job_id)
+            over.set()
+
         hooks = Webhooks(
             secret=SECRET,
             allowed_hosts=["127.0.0.1"],
             timeout_s=5,
             retry_for_s=retry_for_s,
-            delivered=delivered.append,
+            delivered=ended,
             **options,  # type: ignore[arg-type]
         )
         hooks.send("job1", url, {"id": "job1", "status": "done"})
-        while not delivered:
-            await asyncio.sleep(0.05)
+        await over.wait()
         return hooks
 
     return asyncio.run(asyncio.wait_for(scenario(), 20)), delivered

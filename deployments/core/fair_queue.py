@@ -142,9 +142,7 @@ class FairQueue:
         lane's, and from each other lane as much as its lane will have had by then."""
         own = self.queued_by(client)[1]
         others = sum(
-            min(lane.work, own + work)
-            for name, lane in self._round.lanes.items()
-            if name != client
+            min(lane.work, own + work) for name, lane in self._round.lanes.items() if name != client
         )
         return own + others
 

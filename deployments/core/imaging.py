@@ -87,7 +87,7 @@ def load(data: bytes, *, size: int, crop: Crop, max_pixels: int) -> tuple[np.nda
     probed = probe(data, max_pixels=max_pixels)
     image = None
     if probed.format in DRAFTABLE:  # decoded below, at the scale the cut needs
-        width, height = upright_size(probed)
+        width, height = _upright_size(probed)
     else:  # decoded in full once (other formats have no reduced scales)
         image = decode(data, max_pixels=max_pixels)
         width, height = image.size
@@ -136,7 +136,7 @@ def _box_in(image: Image.Image, cut: Cut, width: int) -> faces.Box | None:
     return faces.Box(min(box.x, image.width - side), min(box.y, image.height - side), side, side)
 
 
-def upright_size(image: Image.Image) -> tuple[int, int]:
+def _upright_size(image: Image.Image) -> tuple[int, int]:
     """A JPEG's width and height once its EXIF orientation (read from the header) is applied."""
     width, height = image.size
     if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSED_ORIENTATIONS:

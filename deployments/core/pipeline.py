@@ -20,7 +20,8 @@ def check_upload(data: bytes, settings: Settings) -> None:
 def work_of(data: bytes, options: StylizeOptions, settings: Settings) -> float:
     """Megapixels the model will work on for this upload, from its header alone (refusing
     what `check_upload` refuses): its fair share in the line is measured in them."""
-    width, height = imaging.upright_size(imaging.probe(data, max_pixels=settings.max_pixels))
+    # From the header's size alone: a rotation changes neither the pixels nor the long side.
+    width, height = imaging.probe(data, max_pixels=settings.max_pixels).size
     if options.crop != "none":  # a square of the short side (a face's is no larger)
         width = height = min(width, height)
     scale = min(1.0, options.size / max(width, height))

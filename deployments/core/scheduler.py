@@ -706,4 +706,3 @@ class Scheduler:
         if wait is None:
             return RETRY_AFTER_UNKNOWN_S
         return min(RETRY_AFTER_MAX_S, max(1.0, math.ceil(wait)))
-

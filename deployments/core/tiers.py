@@ -190,9 +190,7 @@ class Tiers:
             self.background.spawn(self.cluster.release(key))
             raise
 
-    def _turn(
-        self, client: str | None, key: str, work: float
-    ) -> AbstractAsyncContextManager[Turn]:
+    def _turn(self, client: str | None, key: str, work: float) -> AbstractAsyncContextManager[Turn]:
         if client is None:
             return contextlib.nullcontext(Turn())
         return self.line.turn(client, key, work)

@@ -131,9 +131,7 @@ class Webhooks:
         self._count(outcome if outcome != "error" else "failed")
         self.delivered(job_id)
 
-    async def _try(
-        self, client: httpx.AsyncClient, url: str, message_id: str, body: bytes
-    ) -> str:
+    async def _try(self, client: httpx.AsyncClient, url: str, message_id: str, body: bytes) -> str:
         """One delivery: `delivered`, `refused` (a forbidden address: never retried) or
         `error`."""
         parts = urlsplit(url)
