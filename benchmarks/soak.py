@@ -21,6 +21,7 @@ Usage: python -m benchmarks.soak [--seconds 300] [--jobs-seconds 300] [--factor 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import threading
@@ -196,14 +197,28 @@ def soak(
     delivered = sum(j.ended == "done" for j in jobs.jobs)
     per_job = cpu_ms_since(before, delivered)
     text += render_jobs(jobs, capacity, per_job, per_picture)
-    return text + large_uploads(url, rate, large_seconds)
+    return text + large_uploads(url, factor, large_seconds)
 
 
-def large_uploads(url: str, rate: float, seconds: float) -> str:
-    """The jobs overload again with 5-15 MB uploads: the line fills by bytes, not count."""
+def large_uploads(url: str, factor: float, seconds: float) -> str:
+    """The jobs overload again with 5-15 MB uploads, at `factor` times what the service
+    answers of them: the line fills by bytes, not count."""
     bodies = Photos(seed=11).large(8)
     sizes = sorted(len(b) / 1e6 for b in bodies)
-    print(f"large uploads ({sizes[0]:.0f}-{sizes[-1]:.0f} MB): {rate:.1f} jobs/s", flush=True)
+    capacity = run_closed(
+        url,
+        "/v1/stylize",
+        lambda i: (distinct(bodies, 4_000_000 + i), PARAMS),
+        clients=4,
+        max_requests=10_000,
+        max_seconds=20,
+    ).throughput
+    rate = factor * capacity
+    print(
+        f"large uploads ({sizes[0]:.0f}-{sizes[-1]:.0f} MB): capacity {capacity:.2f}/s, "
+        f"offering {rate:.2f} jobs/s for {seconds:.0f} s",
+        flush=True,
+    )
     memory = Memory()
     queued_bytes: list[int] = []
     outcome: list[JobsLoad] = []
@@ -217,13 +232,16 @@ def large_uploads(url: str, rate: float, seconds: float) -> str:
         "",
         f"### Large uploads through /v1/jobs, {jobs.seconds:.0f} s",
         "",
-        f"{len(jobs.jobs):,} jobs offered at {jobs.offered_per_s:.1f}/s by {PEOPLE} people, "
-        f"each a JPEG of {sizes[0]:.1f}-{sizes[-1]:.1f} MB (the line's bound: max_queued_bytes "
+        f"Capacity for these uploads (4 clients, /v1/stylize, 256 px results): "
+        f"{capacity:.2f} req/s. {len(jobs.jobs):,} jobs offered at {jobs.offered_per_s:.2f}/s "
+        f"({jobs.offered_per_s / capacity:.0f}x) by {PEOPLE} people, each a JPEG of "
+        f"{sizes[0]:.1f}-{sizes[-1]:.1f} MB (the line's bound: max_queued_bytes "
         f"{MAX_QUEUED_BYTES / 2**30:.0f} GiB, 1 GiB a client); the queued uploads peaked at "
         f"{max(queued_bytes, default=0) / 2**20:,.0f} MiB.",
         *job_ends(jobs),
         "",
-        f"Pictures delivered: {jobs.served_per_s():.1f} per s.",
+        f"Pictures delivered: {jobs.served_per_s():.2f} per s. The load generator's own peak "
+        f"RSS (the uploads it has in flight): {peak_rss_mib():,.0f} MiB.",
         "",
         *memory.table(),
     ]
@@ -267,6 +285,10 @@ def job_ends(jobs: JobsLoad) -> list[str]:
             else "."
         ),
     ]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def line_bytes(url: str) -> int:

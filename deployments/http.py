@@ -35,6 +35,7 @@ from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
 from .core.settings import IPNetwork, Settings
+from .core.upload_budget import UploadBudget
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -103,8 +104,8 @@ def build_http_app(service: Service) -> Starlette:
     return Starlette(
         routes=[
             Route("/", routes.page, methods=["GET"]),  # the page holds no data; it asks the key
-            Route("/v1/stylize", api(routes.stylize, "stylize"), methods=["POST"]),
-            Route("/v1/jobs", api(routes.submit_job, "jobs"), methods=["POST"]),
+            Route("/v1/stylize", api(routes.budgeted(routes.stylize), "stylize"), methods=["POST"]),
+            Route("/v1/jobs", api(routes.budgeted(routes.submit_job), "jobs"), methods=["POST"]),
             Route("/v1/jobs/{job_id}", api(routes.job), methods=["GET"]),
             Route("/v1/jobs/{job_id}", api(routes.cancel_job), methods=["DELETE"]),
             Route("/v1/jobs/{job_id}/events", api(routes.job_events), methods=["GET"]),
@@ -114,7 +115,9 @@ def build_http_app(service: Service) -> Starlette:
             Route("/v1/styles", api(routes.styles), methods=["GET"]),
             Route("/v1/stats", api(routes.stats), methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),  # for load balancers: ok or not
-            Route("/transform", api(routes.transform, "transform"), methods=["POST"]),
+            Route(
+                "/transform", api(routes.budgeted(routes.transform), "transform"), methods=["POST"]
+            ),
         ],
         exception_handlers={
             AnimeGANError: error_response,
@@ -130,6 +133,20 @@ class Routes:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.settings = service.settings
+        self.uploads = UploadBudget(
+            self.settings.max_reading_bytes, max_upload_bytes=self.settings.max_upload_bytes
+        )
+
+    def budgeted(self, handler: Handler) -> Handler:
+        """An upload route, within this replica's budget of upload bytes (refused unread)."""
+
+        async def route(request: Request) -> Response:
+            declared = request.headers.get("content-length")
+            size = int(declared) if declared is not None and declared.isdigit() else None
+            with self.uploads.reserve(size):
+                return await handler(request)
+
+        return route
 
     async def page(self, request: Request) -> Response:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_POLICY})

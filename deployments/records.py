@@ -17,6 +17,7 @@ from .core.journal import Records
 from .core.settings import Settings
 
 GCS_NAMESPACE = b"animegan"
+RECORDS_VERSION = 1  # in every key: a new shape of record reads none of the old
 GCS_TIMEOUT_S = 5
 
 
@@ -28,7 +29,7 @@ def job_records(settings: Settings, app: str) -> Records:
 
 class GcsRecords:
     def __init__(self, app: str) -> None:
-        self.prefix = f"jobs:{app}:".encode()
+        self.prefix = f"jobs:v{RECORDS_VERSION}:{app}:".encode()
         self.gcs = internal_kv_get_gcs_client()
 
     async def write(self, saved: dict[str, dict[str, Any]], forgotten: list[str]) -> None:
@@ -72,7 +73,7 @@ class RedisRecords:
         )
 
     def _key(self, job_id: str) -> str:
-        return f"{self.prefix}job:{self.app}:{job_id}"
+        return f"{self.prefix}job:v{RECORDS_VERSION}:{self.app}:{job_id}"
 
     async def write(self, saved: dict[str, dict[str, Any]], forgotten: list[str]) -> None:
         async with self.client.pipeline(transaction=False) as pipe:

@@ -567,3 +567,14 @@ def test_a_job_s_end_is_told_once_and_again_after_a_restart_if_not_delivered() -
         assert told[2:] == [("hooked", "done")]  # sent again; the delivered one is not
 
     run(scenario)
+
+
+def test_records_this_version_cannot_read_are_counted_and_left_out() -> None:
+    async def scenario() -> None:
+        clock, journal = Clock(), MemoryJournal()
+        submit(journaled(clock, journal), "a", "c", "k1")
+        again = journaled(clock, MemoryJournal())
+        again.restore([{"job": {"id": "old", "shape": 0}}, *journal.records.values()])
+        assert again.stats()["unreadable"] == 1 and again.view("a").status == "queued"
+
+    run(scenario)

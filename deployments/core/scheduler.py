@@ -154,7 +154,7 @@ class _Entry:
         error = record["error"]
         return cls(
             Submission(**record["job"]),
-            record["order"],
+            float(record["order"]),
             worker=record["worker"],
             status=record["status"],
             finished_at=record["finished_at"],
@@ -221,7 +221,17 @@ class Scheduler:
         self._idempotent: dict[tuple[str, str], str] = {}  # (client, Idempotency-Key) -> job
         self._last_order = 0.0
         self.counters = dict.fromkeys(
-            ("jobs", "tickets", "shed", "refused", "lost", "replayed", "requeued", "restored"),
+            (
+                "jobs",
+                "tickets",
+                "shed",
+                "refused",
+                "lost",
+                "replayed",
+                "requeued",
+                "restored",
+                "unreadable",
+            ),
             0,
         )
 
@@ -347,25 +357,9 @@ class Scheduler:
         """Pick up the jobs a journal kept (after this process or the application restarted):
         queued ones at their places, running ones with their runners, finished ones until
         their TTL. Replicas they name have `lost_after_s` to be heard from."""
-        now = self.clock()
-        for record in sorted(records, key=lambda r: float(r["order"])):  # stores keep no order
-            entry = _Entry.from_record(record)
-            if entry.id in self._entries:
-                continue
-            self.counters["restored"] += 1
-            self._entries[entry.id] = entry
-            self._last_order = max(self._last_order, entry.order)
-            if entry.job.idempotency_key is not None:
-                self._idempotent[(entry.job.client, entry.job.idempotency_key)] = entry.id
-            for worker in (entry.worker, entry.job.holder):
-                if worker is not None:
-                    self._workers.setdefault(worker, now)
-            if entry.status == "queued":
-                self._enqueue(entry)
-            elif entry.status == "running":
-                self._start(entry, worker=entry.worker)
-            elif not entry.notified:
-                self._tell(entry)
+        for entry in sorted(self._readable(records), key=lambda e: e.order):  # stores keep none
+            if entry.id not in self._entries:
+                self._restore(entry)
         self._dispatch()
 
     # Tickets
@@ -453,6 +447,33 @@ class Scheduler:
             "ingress_replicas": len(self._workers),
             **self.counters,
         }
+
+    # Internals: restoring
+
+    def _readable(self, records: Iterable[dict[str, Any]]) -> list[_Entry]:
+        readable = []
+        for record in records:
+            try:
+                readable.append(_Entry.from_record(record))
+            except (KeyError, TypeError, ValueError):  # a shape this version does not read
+                self.counters["unreadable"] += 1
+        return readable
+
+    def _restore(self, entry: _Entry) -> None:
+        self.counters["restored"] += 1
+        self._entries[entry.id] = entry
+        self._last_order = max(self._last_order, entry.order)
+        if entry.job.idempotency_key is not None:
+            self._idempotent[(entry.job.client, entry.job.idempotency_key)] = entry.id
+        for worker in (entry.worker, entry.job.holder):
+            if worker is not None:
+                self._workers.setdefault(worker, self.clock())
+        if entry.status == "queued":
+            self._enqueue(entry)
+        elif entry.status == "running":
+            self._start(entry, worker=entry.worker)
+        elif not entry.notified:
+            self._tell(entry)
 
     # Internals: admission
 

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     # two model replicas (~1-3 GB each) and Ray's own processes (~1.3 GB).
     max_queued_bytes: int = Field(default=4 * 1024**3, ge=1)
     max_client_queued_bytes: int = Field(default=1024**3, ge=1)
+    # Uploads one ingress replica reads and works on at once (beyond: 503, unread).
+    max_reading_bytes: int = Field(default=512 * 1024**2, ge=1)
     # A synchronous request that the line's pace says would wait longer is refused at once
     # (503 + Retry-After): waiting longer only to time out would waste its slot. Unset: 10 s,
     # or half of request_timeout_s if that is shorter.
