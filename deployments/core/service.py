@@ -174,9 +174,9 @@ class StyleService:
     async def _answer(
         self, key: str, image: bytes, options: StylizeOptions, client: str | None
     ) -> Stylized:
-        work = pipeline.work_of(image, options, self.settings) if client is not None else 0.0
         compute = functools.partial(self.compute, image, options)
-        picture, cache = await self.tiers.answer(key, compute, client, work)
+        weigh = functools.partial(pipeline.work_of, image, options, self.settings)
+        picture, cache = await self.tiers.answer(key, compute, client, weigh)
         return Stylized(picture, key, cache, options)
 
     @contextlib.asynccontextmanager

@@ -106,12 +106,16 @@ class Tiers:
         self.outcomes: Counter[str] = Counter()
 
     async def answer(
-        self, key: str, compute: Compute, client: str | None, work: float = QUANTUM
+        self,
+        key: str,
+        compute: Compute,
+        client: str | None,
+        weigh: Callable[[], float] = lambda: QUANTUM,
     ) -> tuple[Picture, CacheOutcome]:
         """The result for `key` and how it was had: stored in a tier (`hit`), computed for an
         identical request in flight (`shared`), or computed by `compute` in a turn in the
         line (`miss`) for `client` (None for a job: it holds its slot already), its turn
-        weighed as `work` megapixels."""
+        weighed in megapixels by `weigh` (asked only then: a hit needs no weight)."""
         picture = self.hot.get(key)
         if picture is not None:
             return self._counted(picture, "hit", "hot_hits")
@@ -133,7 +137,7 @@ class Tiers:
             stored = await self.redis.get(key) if self.redis is not None else None
             if stored is not None:
                 return self._found(key, stored, Tier.REDIS, "hit", "redis_hits")
-            async with self._turn(client, key, work) as turn:
+            async with self._turn(client, key, weigh) as turn:
                 picture = await compute()
                 turn.computed = True
             return self._found(key, picture, Tier.MODEL, "miss", "misses")
@@ -190,7 +194,9 @@ class Tiers:
             self.background.spawn(self.cluster.release(key))
             raise
 
-    def _turn(self, client: str | None, key: str, work: float) -> AbstractAsyncContextManager[Turn]:
+    def _turn(
+        self, client: str | None, key: str, weigh: Callable[[], float]
+    ) -> AbstractAsyncContextManager[Turn]:
         if client is None:
             return contextlib.nullcontext(Turn())
-        return self.line.turn(client, key, work)
+        return self.line.turn(client, key, weigh())
