@@ -285,18 +285,7 @@ async def _job(
     ended, result, code = job["status"], job["result"], None
     try:
         if ended not in ("done", "failed"):
-            ended = "lost"
-            async with http.stream(
-                "GET", f"/v1/jobs/{job['id']}/events", headers=headers
-            ) as events:
-                event = None
-                async for line in events.aiter_lines():
-                    if line.startswith("event: "):
-                        event = line.removeprefix("event: ")
-                    elif line.startswith("data: ") and event in ("done", "failed"):
-                        data = json.loads(line.removeprefix("data: "))
-                        ended, result = event, data.get("result")
-                        code = (data.get("error") or {}).get("code")
+            ended, result, code = await _follow(http, job["id"], headers)
         if ended == "done":
             picture = await http.get(result, headers=headers)
             if picture.status_code != 200:
@@ -305,6 +294,31 @@ async def _job(
         return JobOutcome(202, "lost", code=type(exc).__name__)
     done_s = time.perf_counter() - start if ended == "done" else None
     return JobOutcome(202, ended, done_s, code)
+
+
+async def _follow(
+    http: httpx.AsyncClient, job_id: str, headers: dict[str, str]
+) -> tuple[str, str | None, str | None]:
+    """A job's events to its end: how it ended (`lost` if the stream ended first), its result,
+    and its error code (or what a lost stream left out)."""
+    async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as events:
+        event = None
+        async for line in events.aiter_lines():
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("data: ") and event in ("done", "failed"):
+                data = json.loads(line.removeprefix("data: "))
+                return event, data.get("result"), (data.get("error") or {}).get("code")
+    return "lost", None, await _left_out(http, job_id, headers, event)
+
+
+async def _left_out(
+    http: httpx.AsyncClient, job_id: str, headers: dict[str, str], event: str | None
+) -> str:
+    """What a stream that ended without an end left out: its last event, the job's state now."""
+    state = await http.get(f"/v1/jobs/{job_id}", headers=headers)
+    status = state.json().get("status") if state.status_code == 200 else state.status_code
+    return f"stream ended after {event or 'no event'}; then {status}"
 
 
 def _check_loopback(url: str) -> None:

@@ -41,6 +41,9 @@ def named_actor(actor_class: Any, name: str, *args: Any) -> ray.actor.ActorHandl
         lifetime="detached",
         get_if_exists=True,
         runtime_env=INLINE_OBJECTS,
+        # As Serve does for its own actors: a call's events for the dashboard's task list cost
+        # the caller, the actor and the GCS on every call; ours are made per request.
+        enable_task_events=False,
     ).remote(*args)
 
 

@@ -8,6 +8,7 @@ while this one computes (with the engine in a thread, batches stay small).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
@@ -29,7 +30,7 @@ log = logging.getLogger("ray.serve")
 
 CURVE_SIDE = 256  # pictures the start-up batch curve is measured on
 CURVE_SIZES = (1, 2, 4, 8, 16, 32)
-REPORT_EVERY_S = 0.5
+REPORT_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ class StyleModel:
         self.scheduler = scheduler_actor(settings)
         self.max_ongoing = serve.get_replica_context()._deployment_config.max_ongoing_requests
         self._reported_at = 0.0
+        self._reported_slots = 0
+        self._trailing: asyncio.TimerHandle | None = None
         self.metrics = {m.name: m.make() for m in telemetry.MODEL_METRICS}
         self._publish_state()
         self._apply_policy()
@@ -98,7 +101,7 @@ class StyleModel:
         finally:
             self.queue_depth -= 1
             self._apply_policy()
-            self._report(force=self.queue_depth == 0)
+            self._report(force=self.slots != self._reported_slots)
         if isinstance(result, Exception):
             raise result
         return result
@@ -180,9 +183,22 @@ class StyleModel:
         self.metrics[telemetry.INFERENCE_SECONDS_PER_MEGAPIXEL.name].observe(seconds / megapixels)
 
     def _report(self, *, force: bool) -> None:
-        """Post counters, fire and forget: at most every REPORT_EVERY_S, and on going idle."""
+        """Post counters, fire and forget: at most every REPORT_EVERY_S, the last of a busy
+        spell at the end of that wait (so the counters catch up), `force`d at once."""
         now = time.monotonic()
-        if not force and now - self._reported_at < REPORT_EVERY_S:
+        wait_s = self._reported_at + REPORT_EVERY_S - now
+        if not force and wait_s > 0:
+            if self._trailing is None:  # measured: a report per miss, when every miss forced one
+                loop = asyncio.get_running_loop()
+                self._trailing = loop.call_later(wait_s, self._report_trailing)
             return
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
         self._reported_at = now
+        self._reported_slots = self.slots
         self.scheduler.report.remote(self.replica, self.stats())
+
+    def _report_trailing(self) -> None:
+        self._trailing = None
+        self._report(force=True)

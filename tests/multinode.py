@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from deployments.actors import NAMESPACE
 from deployments.app import APP_NAME, compose
 from deployments.cache import shard_name
 from deployments.core.settings import Settings
+from deployments.model import REPORT_EVERY_S
 from tests.conftest import jpeg_bytes, smooth_picture
 
 
@@ -93,6 +95,7 @@ def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
             )
             for answer in answers:
                 answer.raise_for_status()
+        time.sleep(REPORT_EVERY_S + 0.5)  # the replicas' last counters reach the line by then
         stats = httpx.get(f"{url}/v1/stats", timeout=10).json()
         named = [
             (a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)

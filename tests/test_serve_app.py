@@ -6,6 +6,7 @@ import ast
 import asyncio
 import io
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,7 @@ from PIL import Image
 from deployments.core import imaging, weights
 from deployments.core.errors import InvalidImage, UnknownStyle, UnsupportedFormat
 from deployments.core.settings import Settings
+from deployments.model import REPORT_EVERY_S
 from tests.conftest import ROOT, Service, jpeg_bytes, smooth_picture
 from tests.reference import reference_stylize
 
@@ -32,6 +34,13 @@ def post(service: Service, data: bytes, **params: str | int) -> httpx.Response:
 
 def stats(service: Service) -> dict:
     return httpx.get(f"{service.url}/v1/stats", timeout=10).json()
+
+
+def settled_stats(service: Service) -> dict:
+    """`stats` once the model replicas have reported their last inferences (at most every
+    REPORT_EVERY_S, the last of a busy spell at the end of that wait)."""
+    time.sleep(REPORT_EVERY_S + 0.5)
+    return stats(service)
 
 
 # -- routes ---------------------------------------------------------------------------------
@@ -107,7 +116,7 @@ def test_unknown_routes_answer_json(service: Service) -> None:
 
 def test_eight_identical_requests_in_flight_run_the_model_once(service: Service) -> None:
     image = unique_jpeg(5, 512, 512)
-    before = stats(service)["model"]["inferences"]
+    before = settled_stats(service)["model"]["inferences"]
 
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120) as client:
@@ -121,7 +130,7 @@ def test_eight_identical_requests_in_flight_run_the_model_once(service: Service)
     assert [a.status_code for a in answers] == [200] * 8
     assert sorted(a.headers["x-cache"] for a in answers) == ["miss"] + ["shared"] * 7
     assert len({a.content for a in answers}) == 1
-    assert stats(service)["model"]["inferences"] == before + 1
+    assert settled_stats(service)["model"]["inferences"] == before + 1
 
 
 def test_stats_reports_cache_model_and_batching(service: Service) -> None:

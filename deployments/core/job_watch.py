@@ -12,12 +12,15 @@ each stream's updates slow down as more streams are open.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 from .scheduler import JobView
+
+log = logging.getLogger("ray.serve")
 
 Fetch = Callable[[list[str]], Awaitable[dict[str, JobView]]]
 
@@ -102,6 +105,8 @@ class JobWatch:
                 for job_id in ids:
                     if job_id in self._followers:
                         self._latest[job_id] = views.get(job_id)
+                        if job_id not in views:
+                            log.warning("job %s is no longer known to the line", job_id)
             this_round, self._round = self._round, asyncio.Event()
             this_round.set()
             await asyncio.sleep(self.poll_s)

@@ -19,6 +19,8 @@ class Pace:
         self._changed_at = clock()
         # (busy_s at its end, its duration, its work)
         self._done: deque[tuple[float, float, float]] = deque(maxlen=WINDOW)
+        self._work_per_s: float | None = None
+        self._seconds_per_work: float | None = None
 
     def started(self) -> None:
         self._tick()
@@ -30,18 +32,27 @@ class Pace:
         self._running -= 1
         if duration_s is not None:
             self._done.append((self._busy_s, duration_s, work))
+            self._measure()
 
     def work_per_s(self) -> float | None:
         """Megapixels finished per busy second (all slots together)."""
-        if len(self._done) < 2 or self._done[-1][0] <= self._done[0][0]:
-            return None
-        finished = sum(work for _, _, work in list(self._done)[1:])
-        return finished / (self._done[-1][0] - self._done[0][0])
+        return self._work_per_s
 
     def seconds_per_work(self) -> float | None:
         """Seconds one inference takes per megapixel."""
-        work = sum(w for _, _, w in self._done)
-        return sum(d for _, d, _ in self._done) / work if work > 0 else None
+        return self._seconds_per_work
+
+    def _measure(self) -> None:
+        """Both figures, once per completion: the line asks for them far more often."""
+        done = self._done
+        busy_s = done[-1][0] - done[0][0]
+        self._work_per_s = (
+            sum(work for _, _, work in list(done)[1:]) / busy_s
+            if len(done) >= 2 and busy_s > 0
+            else None
+        )
+        work = sum(w for _, _, w in done)
+        self._seconds_per_work = sum(d for _, d, _ in done) / work if work > 0 else None
 
     def _tick(self) -> None:
         now = self.clock()

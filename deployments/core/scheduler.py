@@ -214,6 +214,7 @@ class Scheduler:
         self.queue = FairQueue()
         self.queued_bytes = 0
         self._client_bytes: defaultdict[str, int] = defaultdict(int)
+        self._waiting_for: defaultdict[str, set[str]] = defaultdict(set)  # key -> queued jobs
         self._entries: dict[str, _Entry] = {}  # queued and running entries, finished jobs
         self._takers: list[_Taker] = []
         self._workers: dict[str, float] = {}  # ingress replica -> last heard from
@@ -535,13 +536,22 @@ class Scheduler:
     def _enqueue(self, entry: _Entry) -> None:
         entry.status = "queued"
         self.queue.push(entry.id, entry.job.client, entry.job.work, (entry.order, entry.id))
-        self._held(entry, +1)
+        self._queued(entry, +1)
 
     def _unqueue(self, entry: _Entry) -> None:
         self.queue.remove(entry.id)
-        self._held(entry, -1)
+        self._queued(entry, -1)
 
-    def _held(self, entry: _Entry, sign: int) -> None:
+    def _queued(self, entry: _Entry, sign: int) -> None:
+        """`entry` joins (+1) or leaves (-1) the queue: its bytes, and a job by its key."""
+        if not entry.is_ticket:
+            waiting = self._waiting_for[entry.job.key]
+            if sign > 0:
+                waiting.add(entry.id)
+            else:
+                waiting.discard(entry.id)
+                if not waiting:
+                    del self._waiting_for[entry.job.key]
         self.queued_bytes += sign * entry.job.nbytes
         self._client_bytes[entry.job.client] += sign * entry.job.nbytes
         if not self._client_bytes[entry.job.client]:
@@ -562,7 +572,7 @@ class Scheduler:
                 entry, taker = found
             if entry.id == head:
                 self.queue.pop()
-                self._held(entry, -1)
+                self._queued(entry, -1)
             else:
                 self._unqueue(entry)
             self._hand(entry, taker)
@@ -662,10 +672,10 @@ class Scheduler:
 
     def _finish_same(self, key: str) -> None:
         """A result for `key` exists now: queued jobs that want it are done."""
-        for entry in list(self._entries.values()):
-            if entry.job.key == key and entry.status == "queued" and not entry.is_ticket:
-                self._unqueue(entry)
-                self._end(entry, error=None)
+        for job_id in list(self._waiting_for.get(key, ())):
+            entry = self._entries[job_id]
+            self._unqueue(entry)
+            self._end(entry, error=None)
 
     def _lose(self, entry: _Entry) -> None:
         """A running job whose runner stopped."""
