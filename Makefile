@@ -54,6 +54,7 @@ test-fast: install $(REDIS) $(PROMETHEUS)
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.video
 
 soak: install
 	$(BIN)/python -m benchmarks.soak

@@ -38,11 +38,21 @@ from rich.text import Text
 from .client import DEFAULT_URL, Client, JobCounts
 from .core import pipeline, weights
 from .core.cache_key import cache_key
-from .core.errors import AnimeGANError, Unreachable
+from .core.errors import AnimeGANError, BadParameter, Unreachable
+from .core.media import FORMATS, Kind, kind_of
 from .core.options import StylizeOptions
 from .core.results import Picture, Stylized
 from .core.settings import OFFICIAL_STYLES, Crop, OutputFormat, Settings
-from .files import Convert, Summary, images_in, plan_jobs, run_jobs, warm_all
+from .files import (
+    Convert,
+    OptionsFor,
+    Summary,
+    images_in,
+    is_video_file,
+    plan_jobs,
+    run_jobs,
+    warm_all,
+)
 
 URL_OPTION = click.option(
     "--url", default=DEFAULT_URL, show_default=True, help="Address of a running animegan-serve."
@@ -241,7 +251,8 @@ def _verdict(found: weights.StyleWeights) -> str:
     "--format",
     "format_",
     type=click.Choice(get_args(OutputFormat)),
-    help="Output format (default png).",
+    help="Output format: png (default), jpeg or webp for pictures; mp4 (default) or webm for "
+    "videos.",
 )
 @click.option("--quality", type=int, help="JPEG / WebP quality, 1-100 (default 90).")
 @click.option("--local", is_flag=True, help="Run the model in this process instead of a server.")
@@ -266,7 +277,8 @@ def stylize(
     url: str,
     jobs: int | None,
 ) -> None:
-    """Stylize image files and folders of images into OUTPUT_DIR.
+    """Stylize image and video files, and folders of them, into OUTPUT_DIR (videos as jobs
+    of the server, their progress in frames).
 
     Prints one line per file that failed and a summary; exits 1 if any file failed.
 
@@ -280,22 +292,21 @@ def stylize(
             default = settings.default_style if settings.default_style in names else names[0]
             settings = settings.model_copy(update={"styles": names, "default_style": default})
         try:
-            options = StylizeOptions.build(
-                settings, style=style, size=size, crop=crop, format=format_, quality=quality
-            )
-            planned = plan_jobs(inputs, output_dir, options, recursive=recursive)
+            options_for = file_options(settings, style, size, crop, format_, quality)
+            planned = plan_jobs(inputs, output_dir, options_for, recursive=recursive)
         except AnimeGANError as exc:
             raise click.UsageError(exc.message) from None
         if not planned:
             raise click.UsageError(
-                "no image files found in the inputs"
+                "no image or video files found in the inputs"
                 + ("" if recursive else " (add --recursive for subfolders)")
             )
         todo = [job for job in planned if not (skip_existing and job.target.exists())]
         summary = Summary()
         if todo:
             counts = JobCounts()  # through the server's line: at most `workers` jobs in it
-            convert = counts.through(client) if client else local_convert(settings, options.style)
+            style_ = todo[0].options.style  # every file's
+            convert = counts.through(client) if client else local_convert(settings, style_)
             workers = jobs or (1 if local else 4)
             with _progress(MofNCompleteColumn(), RateColumn(), TimeRemainingColumn()) as progress:
                 task = progress.add_task("stylizing", total=len(todo))
@@ -308,7 +319,7 @@ def stylize(
                         progress.console.print(f"[red]{escape(outcome)}", highlight=False)
                     progress.advance(task)
 
-                summary = run_jobs(todo, options, convert, workers=workers, on_done=show)
+                summary = run_jobs(todo, convert, workers=workers, on_done=show)
     summary.skipped = len(planned) - len(todo)
     console().print(summary.line(output_dir), highlight=False)
     if summary.failures:
@@ -335,7 +346,7 @@ def warm(folder: Path, styles_: tuple[str, ...], size: int | None, url: str) -> 
     Example: animegan-serve warm examples/ --style paprika --style face_paint_512_v2
     """
     settings = load_settings()
-    pictures = sorted(images_in(folder))
+    pictures = sorted(p for p in images_in(folder) if not is_video_file(p))  # pictures only
     if not pictures:
         raise click.UsageError(f"no image files in {folder}")
     with Client(url, api_key=settings.api_key) as client:
@@ -368,6 +379,31 @@ def warm(folder: Path, styles_: tuple[str, ...], size: int | None, url: str) -> 
         sys.exit(1)
 
 
+def file_options(
+    settings: Settings,
+    style: str | None,
+    size: int | None,
+    crop: str,
+    format_: str | None,
+    quality: int | None,
+) -> OptionsFor:
+    """Each file's options: `format_` where its kind takes it, else that kind's default."""
+    built: dict[Kind, StylizeOptions] = {}
+    kinds: tuple[Kind, ...] = ("image", "video")
+    for kind in kinds:
+        own = format_ if format_ in FORMATS[kind] else None
+        built[kind] = StylizeOptions.build(
+            settings, style=style, size=size, crop=crop, format=own, quality=quality, kind=kind
+        )
+    if format_ is not None and all(o.format != format_ for o in built.values()):
+        raise BadParameter(f"format {format_!r} is neither a picture's nor a video's")
+
+    def options_for(path: Path) -> StylizeOptions:
+        return built["video" if is_video_file(path) else "image"]
+
+    return options_for
+
+
 def local_convert(settings: Settings, style: str) -> Convert:
     """An in-process engine holding just `style`."""
     from .core.engine import Engine  # torch import is slow: only when stylizing locally
@@ -382,6 +418,8 @@ def local_convert(settings: Settings, style: str) -> Convert:
     sha1 = status.sha1
 
     def convert(data: bytes, options: StylizeOptions) -> Stylized:
+        if kind_of(data) != "image":
+            raise BadParameter("videos and animations are converted by a server: drop --local")
         pixels, cut = pipeline.decode_upload(data, options, settings)
         (stylized,) = engine.run(options.style, [pixels])
         picture = Picture(pipeline.encode_result(stylized, options, settings), cut)

@@ -44,13 +44,16 @@ class Client:
         image: bytes,
         options: StylizeOptions,
         on_status: Callable[[str], None] = lambda status: None,
+        on_frames: Callable[[int, int], None] = lambda done, total: None,
     ) -> Stylized:
-        """Through `/v1/jobs`: submit, follow the job's events to its end, fetch the picture.
+        """Through `/v1/jobs`: submit, follow the job's events to its end, fetch the picture
+        (or clip).
 
-        `on_status` hears each status the job reaches (queued, running, done, failed). A job
-        done at submission was cached (`hit`).
+        `on_status` hears each status the job reaches (queued, running, done, failed), and
+        `on_frames` a video's frames done and in all. A job done at submission was cached
+        (`hit`).
         """
-        job, cached = self.run_job(image, options, on_status)
+        job, cached = self.run_job(image, options, on_status, on_frames)
         answer = self._send("GET", str(self.http.base_url.join(job["result"])))
         return Stylized(
             Picture(answer.content, Cut.parse(answer.headers["x-crop"])),
@@ -64,6 +67,7 @@ class Client:
         image: bytes,
         options: StylizeOptions,
         on_status: Callable[[str], None] = lambda status: None,
+        on_frames: Callable[[int, int], None] = lambda done, total: None,
     ) -> tuple[dict[str, Any], bool]:
         """Submit a job and follow it to `done`: its JSON, and whether it was done at
         submission (cached); raises the typed error of a job that failed."""
@@ -71,7 +75,7 @@ class Client:
         on_status(job["status"])
         cached = job["status"] == "done"
         while job["status"] not in ("done", "failed"):
-            job = self._follow(job, on_status)
+            job = self._follow(job, on_status, on_frames)
         if job["status"] == "failed":
             raise error_from_code(job["error"]["code"], job["error"]["message"])
         return job, cached
@@ -81,7 +85,12 @@ class Client:
         line = self.stats().get("line") or {}
         return int(line.get("queued", 0))
 
-    def _follow(self, job: dict[str, Any], on_status: Callable[[str], None]) -> dict[str, Any]:
+    def _follow(
+        self,
+        job: dict[str, Any],
+        on_status: Callable[[str], None],
+        on_frames: Callable[[int, int], None],
+    ) -> dict[str, Any]:
         """The job's events until its end (or until the stream breaks: then its state now)."""
         path = f"/v1/jobs/{job['id']}"
         try:
@@ -92,12 +101,17 @@ class Client:
                 status = job["status"]
                 for line in events.iter_lines():
                     if line.startswith("event: "):
-                        status = line.removeprefix("event: ")
+                        # a video's `progress` is news of a running job
+                        status = line.removeprefix("event: ").replace("progress", "running")
                         if status != job["status"]:
                             on_status(status)
                         job = {**job, "status": status}
-                    elif line.startswith("data: ") and status in ("done", "failed"):
-                        return {**job, **json.loads(line.removeprefix("data: "))}
+                    elif line.startswith("data: "):
+                        data = json.loads(line.removeprefix("data: "))
+                        if status in ("done", "failed"):
+                            return {**job, **data}
+                        if "frames_done" in data:
+                            on_frames(data["frames_done"], data["frames_total"])
         except httpx.HTTPError:
             pass  # the stream broke: ask for the state, and follow again if need be
         state: dict[str, Any] = self._send("GET", path).json()
@@ -139,19 +153,39 @@ class JobCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.now: Counter[str] = Counter()
+        self.frames: dict[int, tuple[int, int]] = {}  # running videos: (done, in all)
         self.on_change: Callable[[str], None] = lambda line: None  # hears `line()` anew
 
     def through(self, client: Client) -> Callable[[bytes, StylizeOptions], Stylized]:
         """A converter sending each file through `client`'s jobs, counted here."""
 
         def convert(image: bytes, options: StylizeOptions) -> Stylized:
-            return client.stylize_job(image, options, on_status=self._tracker())
+            video = threading.get_ident()
+
+            def frames(done: int, total: int) -> None:
+                with self._lock:
+                    self.frames[video] = (done, total)
+                self.on_change(self.line())
+
+            try:
+                return client.stylize_job(
+                    image, options, on_status=self._tracker(), on_frames=frames
+                )
+            finally:
+                with self._lock:
+                    self.frames.pop(video, None)
 
         return convert
 
     def line(self) -> str:
+        """`2 queued, 1 running`, and the running videos' frames: `; frame 120 of 600`."""
         with self._lock:
-            return f"{self.now['queued']} queued, {self.now['running']} running"
+            line = f"{self.now['queued']} queued, {self.now['running']} running"
+            if self.frames:
+                done = sum(d for d, _ in self.frames.values())
+                total = sum(t for _, t in self.frames.values())
+                line += f"; frame {done} of {total}"
+            return line
 
     def _tracker(self) -> Callable[[str], None]:
         """An `on_status` for one job: moves it from its last status to the new one."""

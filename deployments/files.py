@@ -14,18 +14,33 @@ from .core.options import StylizeOptions
 from .core.results import Stylized
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-FILE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
+FILE_SUFFIXES = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "webp": ".webp",
+    "gif": ".gif",
+    "mp4": ".mp4",
+    "webm": ".webm",
+}
 
-# One image file's bytes -> its result, or raises AnimeGANError.
+# One file's bytes -> its result, or raises AnimeGANError.
 Convert = Callable[[bytes, StylizeOptions], Stylized]
+# A file's options: a video's formats are not a picture's.
+OptionsFor = Callable[[Path], StylizeOptions]
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and where its result goes."""
+    """One input file, its options and where its result goes."""
 
     source: Path
     target: Path
+    options: StylizeOptions
+
+
+def is_video_file(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass
@@ -45,21 +60,26 @@ class Summary:
 
 
 def plan_jobs(
-    inputs: tuple[Path, ...], output_dir: Path, options: StylizeOptions, *, recursive: bool = False
+    inputs: tuple[Path, ...], output_dir: Path, options_for: OptionsFor, *, recursive: bool = False
 ) -> list[Job]:
-    """Files named directly, plus the image files inside named folders, with their targets.
+    """Files named directly, plus the image and video files inside named folders, with their
+    options and targets.
 
     A folder's files keep their path below it; two inputs that would write the same result
     file are refused (BadParameter) rather than one silently overwriting the other.
     """
-    suffix = FILE_SUFFIXES[options.format]
     jobs = []
     for item in inputs:
         if item.is_dir():
             found = sorted(images_in(item, recursive=recursive, exclude=output_dir))
-            jobs += [Job(p, output_dir / p.relative_to(item).with_suffix(suffix)) for p in found]
         else:
-            jobs.append(Job(item, output_dir / Path(item.name).with_suffix(suffix)))
+            found = [item]
+        for path in found:
+            options = options_for(path)
+            below = path.relative_to(item) if item.is_dir() else Path(path.name)
+            jobs.append(
+                Job(path, output_dir / below.with_suffix(FILE_SUFFIXES[options.format]), options)
+            )
     sources: dict[Path, Path] = {}
     for job in jobs:
         other = sources.setdefault(job.target, job.source)
@@ -74,20 +94,20 @@ def plan_jobs(
 def images_in(
     folder: Path, *, recursive: bool = False, exclude: Path | None = None
 ) -> Iterator[Path]:
-    """Image files in `folder` (and its subfolders), leaving out hidden ones and `exclude`."""
+    """Image and video files in `folder` (and its subfolders), leaving out hidden ones and
+    `exclude`."""
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             continue
         if entry.is_dir():
             if recursive and (exclude is None or entry.resolve() != exclude.resolve()):
                 yield from images_in(entry, recursive=True, exclude=exclude)
-        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+        elif entry.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
             yield entry
 
 
 def run_jobs(
     jobs: list[Job],
-    options: StylizeOptions,
     convert: Convert,
     *,
     workers: int = 1,
@@ -96,7 +116,7 @@ def run_jobs(
     """Run every job, `workers` at a time; `on_done` sees each result or failure line."""
     summary = Summary()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        running = [pool.submit(run_job, job, options, convert) for job in jobs]
+        running = [pool.submit(run_job, job, convert) for job in jobs]
         for finished in as_completed(running):
             outcome = finished.result()
             if isinstance(outcome, str):
@@ -108,10 +128,10 @@ def run_jobs(
     return summary
 
 
-def run_job(job: Job, options: StylizeOptions, convert: Convert) -> Stylized | str:
+def run_job(job: Job, convert: Convert) -> Stylized | str:
     """Convert one file: its result, or a one-line reason it failed."""
     try:
-        result = convert(job.source.read_bytes(), options)
+        result = convert(job.source.read_bytes(), job.options)
         job.target.parent.mkdir(parents=True, exist_ok=True)
         job.target.write_bytes(result.picture.body)
     except AnimeGANError as exc:

@@ -15,33 +15,32 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message
 
 from .core.counted import counted
-from .core.errors import AnimeGANError, BadParameter, TooLarge, Unauthorized
+from .core.errors import AnimeGANError, BadParameter, Unauthorized
 from .core.examples import Example
-from .core.imaging import MEDIA_TYPES, media_type_of
 from .core.jobs import Admitted, idempotency_key, job_json
+from .core.media import MEDIA_TYPES, Kind, Upload, kind_of, media_type_of
 from .core.options import StylizeOptions
 from .core.results import Picture, StyleStatus, Stylized
 from .core.scheduler import JobView
 from .core.settings import IPNetwork, Settings
 from .core.upload_budget import UploadBudget
+from .ranges import ranged
+from .uploads import read_upload
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 log = logging.getLogger("ray.serve")
 
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the image part
 TRANSFORM_SIZE = 256  # what the seed service's /transform produced
 RETRY_AFTER_S = 2  # what a 503 asks clients to wait when the refusal does not say
 IMMUTABLE = "public, max-age=31536000, immutable"  # results are addressed by their content
@@ -49,7 +48,8 @@ PAGE = files(__package__).joinpath("page/index.html").read_text(encoding="utf-8"
 # The page ships everything it needs inline and talks only to this origin.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-    "img-src blob:; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "img-src blob:; media-src 'self' blob:; connect-src 'self'; form-action 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'"
 )
 
 
@@ -58,17 +58,20 @@ class Service(Protocol):
 
     settings: Settings
 
-    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized: ...
+    async def process(
+        self, image: Upload, options: StylizeOptions, client: str, kind: Kind = ...
+    ) -> Stylized: ...
 
     async def submit_job(
         self,
-        image: bytes,
+        image: Upload,
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = ...,
         *,
         callback_url: str | None = ...,
         root: str = ...,
+        kind: Kind = ...,
     ) -> Admitted: ...
 
     async def job_view(self, job_id: str) -> JobView: ...
@@ -153,8 +156,9 @@ class Routes:
 
     async def stylize(self, request: Request) -> Response:
         image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
-        options = StylizeOptions.parse(params, self.settings)
-        result = await self.service.process(image, options, self.client_of(request))
+        kind = kind_of(image)
+        options = StylizeOptions.parse(params, self.settings, kind)
+        result = await self.service.process(image, options, self.client_of(request), kind)
         return Response(
             result.picture.body,
             media_type=MEDIA_TYPES[result.options.format],
@@ -181,9 +185,19 @@ class Routes:
         """A job; with an `Idempotency-Key` sent before (by this client, for a job still
         known), that job again: 200 with its state, nothing queued."""
         retry = idempotency_key(request.headers.get("idempotency-key"))
-        image, params = await read_upload(request, max_bytes=self.settings.max_upload_bytes)
-        callback = params.pop("callback_url", None)
-        options = StylizeOptions.parse(params, self.settings)
+        image, params = await read_upload(
+            request,
+            max_bytes=self.settings.max_upload_bytes,
+            max_video_bytes=self.settings.max_video_upload_bytes,
+        )
+        try:
+            callback = params.pop("callback_url", None)
+            kind = kind_of(image)
+            options = StylizeOptions.parse(params, self.settings, kind)
+        except BaseException:
+            if isinstance(image, Path):
+                image.unlink(missing_ok=True)
+            raise
         root = root_of(request)
         admitted = await self.service.submit_job(
             image,
@@ -192,6 +206,7 @@ class Routes:
             retry,
             callback_url=None if callback is None else str(callback),
             root=root,
+            kind=kind,
         )
         request.state.outcome = admitted.outcome
         view = admitted.view
@@ -218,17 +233,11 @@ class Routes:
         )
 
     async def result(self, request: Request) -> Response:
+        """A stored result; a `Range` of it (206), as a browser's `<video>` asks to seek."""
         key = request.path_params["key"]
         picture = await self.service.result(key)
-        return Response(
-            picture.body,
-            media_type=media_type_of(picture.body),
-            headers={
-                "ETag": f'"{key}"',
-                "Cache-Control": IMMUTABLE,
-                "X-Crop": picture.cut.header(),
-            },
-        )
+        headers = {"ETag": f'"{key}"', "Cache-Control": IMMUTABLE, "X-Crop": picture.cut.header()}
+        return ranged(request, picture.body, media_type_of(picture.body), headers)
 
     async def examples(self, request: Request) -> Response:
         root = root_of(request)
@@ -342,19 +351,27 @@ def _is_trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
 
 
 async def event_stream(news: AsyncIterator[JobView | None], root: str) -> AsyncIterator[str]:
-    """Server-sent events of a job: `queued` (place, ETA), `running`, then `done` or `failed`."""
+    """Server-sent events of a job: `queued` (place, ETA), `running`, a video's `progress`
+    (frames done), then `done` or `failed`."""
+    previous = None
     async for view in news:
         if view is None:
             yield ": keep-alive\n\n"
             continue
         data = job_json(view, root)
+        event: str = view.status
         fields = {
             "queued": {"position": data["position"], "eta_s": data["eta_s"]},
             "running": {"eta_s": data["eta_s"]},
             "done": {"result": data["result"]},
             "failed": {"error": data["error"]},
         }[view.status]
-        yield f"event: {view.status}\ndata: {json.dumps(fields)}\n\n"
+        if view.kind == "video" and event in ("queued", "running"):
+            fields.update(data["progress"])
+            if event == previous == "running":
+                event = "progress"
+        previous = view.status
+        yield f"event: {event}\ndata: {json.dumps(fields)}\n\n"
 
 
 def guarded(handler: Handler, api_key: str | None) -> Handler:
@@ -370,50 +387,6 @@ def guarded(handler: Handler, api_key: str | None) -> Handler:
         return await handler(request)
 
     return check
-
-
-async def read_upload(request: Request, *, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
-    """(image bytes, parameters) from a raw body or a multipart form; the body is size-capped."""
-    content_type = request.headers.get("content-type", "")
-    limit = max_bytes + (MULTIPART_OVERHEAD if content_type.startswith("multipart/") else 0)
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the upload is {int(declared):,} bytes; the limit is {max_bytes:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"the upload is over the limit of {max_bytes:,} bytes")
-    params: dict[str, Any] = dict(request.query_params)
-    if not content_type.startswith("multipart/form-data"):
-        return bytes(body), params
-    image, params = await _read_form(request, bytes(body), params)
-    if len(image) > max_bytes:
-        raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {max_bytes:,} bytes")
-    return image, params
-
-
-async def _read_form(
-    request: Request, body: bytes, params: dict[str, Any]
-) -> tuple[bytes, dict[str, Any]]:
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
-    except MultiPartException as exc:
-        raise BadParameter(f"the multipart body is malformed ({exc.message})") from None
-    except HTTPException as exc:  # Starlette's refusal of too many files or fields
-        raise BadParameter(f"the multipart form is refused ({exc.detail})") from None
-    try:
-        image = form.get("image")
-        if not isinstance(image, UploadFile):
-            raise BadParameter("the multipart form has no file field 'image'")
-        data = await image.read()
-        params.update({k: v for k, v in form.items() if k != "image" and isinstance(v, str)})
-        return data, params
-    finally:
-        await form.close()  # the parser's spooled temporary files
 
 
 async def error_response(request: Request, exc: Exception) -> Response:

@@ -20,6 +20,7 @@ from .core.errors import TooLarge
 from .core.examples import load_examples
 from .core.jobs import idempotency_key as checked_key
 from .core.jobs import job_json
+from .core.media import Kind, kind_of
 from .core.options import StylizeOptions
 from .core.redis_tier import RedisTier
 from .core.service import StyleService
@@ -58,15 +59,16 @@ class Ingress:
         style: str | None = None,
         size: int | None = None,
         crop: str = "none",
-        format: str = "png",
+        format: str | None = None,
         quality: int | None = None,
     ) -> bytes:
-        """The encoded picture; raises the core's typed errors."""
+        """The encoded picture (an animated picture of up to `max_sync_frames` frames: the
+        animation); raises the core's typed errors."""
         with counted(self.service.observe, "handle") as answer:
-            options = handle_options(
+            kind, options = handle_options(
                 self.service.settings, image, style, size, crop, format, quality
             )
-            result = await self.service.process(image, options, HANDLE_CLIENT)
+            result = await self.service.process(image, options, HANDLE_CLIENT, kind)
             answer.outcome = result.cache
         return result.picture.body
 
@@ -76,21 +78,22 @@ class Ingress:
         style: str | None = None,
         size: int | None = None,
         crop: str = "none",
-        format: str = "png",
+        format: str | None = None,
         quality: int | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
     ) -> str:
-        """A job's id, for `job` (the same id again for an `idempotency_key` used before;
+        """A job's id, for `job`; a picture, an animated picture or a video (the same id
+        again for an `idempotency_key` used before;
         `callback_url` is POSTed the job's JSON when it ends); raises the core's typed
         errors."""
         with counted(self.service.observe, "handle_jobs") as answer:
-            options = handle_options(
-                self.service.settings, image, style, size, crop, format, quality
+            kind, options = handle_options(
+                self.service.settings, image, style, size, crop, format, quality, jobs=True
             )
             retry = checked_key(idempotency_key)
             admitted = await self.service.submit_job(
-                image, options, HANDLE_CLIENT, retry, callback_url=callback_url
+                image, options, HANDLE_CLIENT, retry, callback_url=callback_url, kind=kind
             )
             answer.outcome = admitted.outcome
             answer.status = 200 if admitted.replayed else 202  # as POST /v1/jobs answers
@@ -156,13 +159,20 @@ def handle_options(
     style: str | None,
     size: int | None,
     crop: str,
-    format: str,
+    format: str | None,
     quality: int | None,
-) -> StylizeOptions:
-    """A handle call's options, and its byte limit (HTTP uploads are capped while they stream)."""
-    limit = settings.max_upload_bytes
+    *,
+    jobs: bool = False,
+) -> tuple[Kind, StylizeOptions]:
+    """A handle call's upload kind and options, and its byte limit (a video's, for a job;
+    HTTP uploads are capped while they stream)."""
+    kind = kind_of(image)
+    limit = (
+        settings.max_video_upload_bytes if jobs and kind == "video" else settings.max_upload_bytes
+    )
     if len(image) > limit:
         raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {limit:,} bytes")
-    return StylizeOptions.build(
-        settings, style=style, size=size, crop=crop, format=format, quality=quality
+    options = StylizeOptions.build(
+        settings, style=style, size=size, crop=crop, format=format, quality=quality, kind=kind
     )
+    return kind, options

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -110,6 +111,12 @@ class SchedulerActor:
         self._ready()
         self.scheduler.finish(job_id, key=key, error=error, computed=computed)
 
+    def detach(self, job_id: str) -> None:
+        self.scheduler.detach(job_id)
+
+    def progress(self, job_id: str, done: int, total: int) -> None:
+        self.scheduler.progress(job_id, done, total)
+
     def cancel(self, job_id: str) -> None:
         self._ready()
         self.scheduler.cancel(job_id)
@@ -194,12 +201,14 @@ class SchedulerClient:
         self.busy.check()
 
     @contextlib.asynccontextmanager
-    async def turn(self, client: str, key: str, work: float) -> AsyncIterator[Turn]:
-        """Wait in line for a slot; raises `Overloaded` if the wait would be too long."""
+    async def turn(
+        self, client: str, key: str, work: float, *, patient: bool = False
+    ) -> AsyncIterator[Turn]:
+        """Wait in line for a slot; raises `Overloaded` if the wait would be too long (for a
+        `patient` turn, a video's frame, only when the line is full)."""
         ticket = secrets.token_hex(16)
-        acquire = self.actor.acquire.remote(
-            ticket, self.worker, client, key, self.settings.max_wait_s, work
-        )
+        max_wait_s = math.inf if patient else self.settings.max_wait_s
+        acquire = self.actor.acquire.remote(ticket, self.worker, client, key, max_wait_s, work)
         in_line = True
         try:
             refused: float | None = await ask(acquire, None)
@@ -268,6 +277,14 @@ class SchedulerClient:
                     ref = self.actor.finish.remote(job_id, key, error, computed)
 
         self.background.spawn(report(first))
+
+    def detach(self, job_id: str) -> None:
+        """Give a running video's slot back: its frames take turns of their own."""
+        self._settle(self.actor.detach.remote(job_id))
+
+    def progress(self, job_id: str, done: int, total: int) -> None:
+        """Tell the line how far a running video is (nobody waits for the answer)."""
+        self._settle(self.actor.progress.remote(job_id, done, total))
 
     # Jobs' states, and the line's counters
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests import clips
 from tests.conftest import jpeg_bytes, png_bytes, smooth_picture
 
 
@@ -250,6 +251,13 @@ def corpus(max_upload_bytes: int) -> list[Upload]:
         Upload("palette png with transparency", palette_with_transparency, PICTURE),
         Upload("animated gif", lambda: animated("GIF"), PICTURE),
         Upload("animated webp", lambda: animated("WEBP"), PICTURE),
+        Upload("a video, which is a job's", lambda: clips.pan(4), 415, "unsupported_format"),
+        Upload(
+            "a truncated video",
+            lambda: truncated(clips.pan(8), 0.5),
+            415,
+            "unsupported_format",
+        ),
         Upload("huge exif block", huge_exif, PICTURE),
         Upload(
             "jpeg with a wrong name and content type",

@@ -15,6 +15,7 @@ from deployments.core.examples import Example
 from deployments.core.faces import Box
 from deployments.core.imaging import Cut
 from deployments.core.jobs import Admitted
+from deployments.core.media import Kind, Upload
 from deployments.core.options import StylizeOptions
 from deployments.core.results import Picture, StyleStatus, Stylized
 from deployments.core.scheduler import JobView
@@ -42,7 +43,10 @@ class StandIn:
         self.callbacks: list[str | None] = []  # each submission's callback_url
         self.observed: list[tuple[str, str, int]] = []  # what the metrics were told
 
-    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
+    async def process(
+        self, image: Upload, options: StylizeOptions, client: str, kind: Kind = "image"
+    ) -> Stylized:
+        assert isinstance(image, bytes)
         self.asked.append((image, options))
         self.clients.append(client)
         if self.refusal is not None:
@@ -51,13 +55,14 @@ class StandIn:
 
     async def submit_job(
         self,
-        image: bytes,
+        image: Upload,
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = None,
         *,
         callback_url: str | None = None,
         root: str = "",
+        kind: Kind = "image",
     ) -> Admitted:
         self.callbacks.append(callback_url)
         if idempotency_key in self.idempotent:
@@ -342,9 +347,11 @@ def test_a_job_is_accepted_with_its_location(http: tuple[TestClient, StandIn]) -
     assert answer.headers["location"] == "/v1/jobs/job0"
     assert answer.json() == {
         "id": "job0",
+        "kind": "image",
         "status": "queued",
         "position": 2,
         "eta_s": 3.0,
+        "progress": None,
         "result": None,
         "error": None,
     }

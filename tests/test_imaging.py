@@ -12,7 +12,7 @@ from PIL import Image
 from deployments.core import imaging
 from deployments.core.errors import AnimeGANError, InvalidImage, TooLarge, UnsupportedFormat
 from deployments.core.faces import centre_square
-from deployments.core.settings import OutputFormat
+from deployments.core.settings import ImageFormat
 from tests.conftest import jpeg_bytes, png_bytes, smooth_picture
 from tests.hostile import jpeg_declaring, mutations, png_declaring, real_jpeg, saved, short_data
 
@@ -199,7 +199,7 @@ def test_load_returns_an_upright_uint8_rgb_array(photo_bytes: bytes) -> None:
 
 
 @pytest.mark.parametrize("fmt, pil_name", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
-def test_encode_writes_each_format(fmt: OutputFormat, pil_name: str) -> None:
+def test_encode_writes_each_format(fmt: ImageFormat, pil_name: str) -> None:
     pixels = smooth_picture(64, 48)
     data = imaging.encode(pixels, format=fmt, quality=90, png_compress_level=1)
     reopened = Image.open(io.BytesIO(data))

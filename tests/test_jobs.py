@@ -14,7 +14,7 @@ from deployments.core.fair_queue import QUANTUM
 from deployments.core.jobs import Jobs, JobWork
 from deployments.core.options import StylizeOptions
 from deployments.core.results import Stylized
-from deployments.core.scheduler import Handout, JobView, Submission
+from deployments.core.scheduler import Handout, JobView, Submission, Taken
 from deployments.core.settings import Settings
 from deployments.core.shed_hold import ShedHold
 from tests.test_tiers import PICTURE, Walk
@@ -60,10 +60,11 @@ class LocalJobLine:
         self.ended.set()
 
 
-def weigh(image: bytes, options: StylizeOptions) -> float:
-    if not image.startswith(b"\x89PNG"):
+def weigh(work: JobWork) -> tuple[float, int]:
+    assert isinstance(work.upload, bytes)
+    if not work.upload.startswith(b"\x89PNG"):
         raise UnsupportedFormat("not a picture")
-    return QUANTUM
+    return QUANTUM, 0
 
 
 class Replica:
@@ -83,10 +84,10 @@ class Replica:
             background=self.walk.tiers.background,
         )
 
-    async def run(self, key: str, work: JobWork) -> Stylized:
-        self.runs.append(key)
-        picture, cache = await self.walk.tiers.answer(key, self.walk.model.compute, None)
-        return Stylized(picture, key, cache, work.options)
+    async def run(self, job: Taken, work: JobWork) -> Stylized:
+        self.runs.append(job.key)
+        picture, cache = await self.walk.tiers.answer(job.key, self.walk.model.compute, None)
+        return Stylized(picture, job.key, cache, work.options)
 
     async def until_ended(self, job_id: str) -> JobView:
         """Taking and running jobs until the first one ends, then `job_id`'s state."""

@@ -34,7 +34,7 @@ def test_quality_is_dropped_for_png_so_equal_requests_share_a_key() -> None:
         ({"size": str(10**9)}, BadParameter, "size must be between"),
         ({"size": "big"}, BadParameter, "whole number"),
         ({"crop": "circle"}, BadParameter, "crop must be one of"),
-        ({"format": "exe"}, BadParameter, "format must be one of"),
+        ({"format": "exe"}, BadParameter, "format for a picture must be one of"),
         ({"format": "jpeg", "quality": "500"}, BadParameter, "quality must be between"),
         ({"colour": "red"}, BadParameter, "unknown parameter 'colour'"),
     ],

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests import clips as made
 from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
 from tests.portraits import PHOTO, faceless, pair
 from tests.test_serve_examples import warmed
@@ -272,3 +273,29 @@ def test_an_example_shows_its_result_at_once_from_the_cache(
     assert page.eval_on_selector("#after", "img => img.complete && img.naturalWidth") == 80
     expect(page.locator("#drop-text")).to_contain_text("example0.jpg")
     context.close()
+
+
+def test_a_video_plays_beside_the_original_with_its_duration(page: Page, tmp_path: Path) -> None:
+    clip = tmp_path / "pan.webm"  # VP9 and Opus: what every Chromium build plays
+    clip.write_bytes(made.pan(36, format="webm", codec="libvpx-vp9", sound_codec="libopus"))
+    page.set_input_files("#file", clip)
+    page.select_option("#style", "paprika")
+    page.select_option("#size", "256")
+    page.evaluate(  # every line the status shows, to find the frames counted among them
+        """() => { window.said = [];
+        new MutationObserver(() => window.said.push(document.getElementById('status').textContent))
+          .observe(document.getElementById('status'), { childList: true, subtree: true }); }"""
+    )
+    stylize(page)
+    expect(page.locator("#status")).to_have_text("Done.", timeout=120_000)
+    playable = "v => v.readyState >= 2"
+    page.wait_for_function(f"() => ({playable})(document.getElementById('clip-after'))")
+    page.wait_for_function(f"() => ({playable})(document.getElementById('clip-before'))")
+    after = page.eval_on_selector("#clip-after", "v => v.duration")
+    before = page.eval_on_selector("#clip-before", "v => v.duration")
+    assert abs(after - before) < 0.1, (after, before)
+    assert page.eval_on_selector("#clip-after", "v => v.videoWidth") == 96  # never enlarged
+    said = page.evaluate("window.said")
+    assert any(line.startswith("Stylizing: frame") and "of 36" in line for line in said), said
+    name = page.get_attribute("#download", "download")
+    assert name is not None and name.startswith("pan-paprika.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -80,7 +81,7 @@ def test_jobs_wait_for_a_slot_and_are_taken_fairly_between_clients() -> None:
         submit(scheduler, "lone", "lone", "k-lone")
         assert scheduler.view("lone").position == 1  # after bulk0's turn, not after all three
         handout = await scheduler.take("w", 10, wait_s=0.01)
-        assert handout == Handout([Taken("bulk0", "k0", stored=False)], drop=[])
+        assert handout == Handout([Taken("bulk0", "k0", stored=False, client="bulk")], drop=[])
         assert await take(scheduler) == []  # the one slot is busy
         assert scheduler.view("bulk0").status == "running"
         scheduler.finish("bulk0", key="k0", computed=True)
@@ -97,7 +98,7 @@ def test_a_take_waits_until_a_job_arrives() -> None:
         waiting = asyncio.create_task(scheduler.take("w", 5, wait_s=2))
         await asyncio.sleep(0.01)
         submit(scheduler, "j", "c", "k")
-        assert (await waiting).jobs == [("j", "k", False)]
+        assert (await waiting).jobs == [("j", "k", False, "c")]
 
     run(scenario)
 
@@ -472,7 +473,9 @@ def test_a_job_goes_to_the_replica_holding_its_upload_unless_it_is_stored() -> N
         assert await take(scheduler, worker="a") == ["held"]
         submit(scheduler, "stored", "c", "k2", holder="a", stored=True)
         handout = await scheduler.take("b", 10, wait_s=0.01)
-        assert handout.jobs == [Taken("stored", "k2", stored=True)]  # b reads it from Redis
+        assert handout.jobs == [
+            Taken("stored", "k2", stored=True, client="c")
+        ]  # b reads it from Redis
 
     run(scenario)
 
@@ -576,5 +579,42 @@ def test_records_this_version_cannot_read_are_counted_and_left_out() -> None:
         again = journaled(clock, MemoryJournal())
         again.restore([{"job": {"id": "old", "shape": 0}}, *journal.records.values()])
         assert again.stats()["unreadable"] == 1 and again.view("a").status == "queued"
+
+    run(scenario)
+
+
+def test_a_running_video_gives_its_slot_back_and_its_frames_share_the_line_fairly() -> None:
+    async def scenario() -> None:
+        scheduler = line(Clock(), slots=1)
+        submit(scheduler, "film", "a", "kf", frames=100)
+        assert scheduler.view("film").progress == (0, 100)
+        assert await take(scheduler) == ["film"]
+        scheduler.detach("film")
+        assert scheduler.running == 0  # its frames take turns of their own
+        grants: list[str] = []
+
+        async def ticket(name: str, client: str) -> None:
+            refused = await scheduler.acquire(name, "w", client, "frames", max_wait_s=math.inf)
+            assert refused is None
+            grants.append(name)
+
+        frames = [asyncio.create_task(ticket(f"frame{i}", "a")) for i in range(8)]
+        await asyncio.sleep(0)
+        picture = asyncio.create_task(ticket("picture", "b"))
+        released = 0
+        while released < 9:
+            while len(grants) <= released:  # noqa: ASYNC110 (the grants come from the tasks)
+                await asyncio.sleep(0)
+            scheduler.release(grants[released], key="frames", computed=True)
+            released += 1
+        await asyncio.gather(*frames, picture)
+        # the frame in service when it came and its lane's turn: a few frames ahead of it, not eight
+        assert grants.index("picture") <= 3
+        scheduler.progress("film", 40, 100)
+        view = scheduler.view("film")
+        assert (view.kind, view.status, view.progress) == ("video", "running", (40, 100))
+        scheduler.finish("film", key="kf", computed=False)
+        assert scheduler.running == 0  # its slot was given back once, not twice
+        assert scheduler.view("film").progress == (100, 100)
 
     run(scenario)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -79,11 +80,14 @@ class LocalLine:
         self.hold.check()
 
     @contextlib.asynccontextmanager
-    async def turn(self, client: str, key: str, work: float) -> AsyncIterator[Turn]:
+    async def turn(
+        self, client: str, key: str, work: float, *, patient: bool = False
+    ) -> AsyncIterator[Turn]:
         self.asked += 1
         ticket = f"ticket{self.asked}"
+        max_wait_s = math.inf if patient else 30
         retry_after_s = await self.scheduler.acquire(
-            ticket, "w", client, key, max_wait_s=30, work=work
+            ticket, "w", client, key, max_wait_s=max_wait_s, work=work
         )
         if retry_after_s is not None:
             refusal = Overloaded("the line is full", retry_after_s=retry_after_s)

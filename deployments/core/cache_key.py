@@ -1,6 +1,6 @@
 """The cache key: what makes two requests the same request.
 
-SHA-256 over the image bytes, the normalized options and the identity (git blob SHA-1) of
+SHA-256 over the upload's bytes, the normalized options and the identity (git blob SHA-1) of
 the style's weights. Results are content-addressed, so a key never needs invalidating:
 new weights give new keys.
 """
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 
+from .media import Upload, content_digest
 from .options import StylizeOptions
 
 KEY_VERSION = b"animegan-serve/1"  # bump when the pipeline's output changes for the same input
 
 
-def cache_key(image: bytes, options: StylizeOptions, weights_sha1: str) -> str:
+def cache_key(upload: Upload, options: StylizeOptions, weights_sha1: str) -> str:
+    """The key (a spooled video's file is read to hash it: call it off the event loop)."""
     digest = hashlib.sha256(KEY_VERSION)
     o = options
     described = f"{weights_sha1}|{o.style}|{o.size}|{o.crop}|{o.format}|{o.quality}"
     digest.update(described.encode())
-    digest.update(hashlib.sha256(image).digest())
+    digest.update(content_digest(upload))
     return digest.hexdigest()

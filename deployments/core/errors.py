@@ -2,6 +2,7 @@
 
     AnimeGANError
     ├── InvalidImage        400 invalid_image       bytes that claim to be an image but are broken
+    ├── InvalidVideo        400 invalid_video       a video (or animation) that cannot be read
     ├── BadParameter        400 bad_parameter       a request option out of range or unknown
     ├── Unauthorized        401 unauthorized        no or wrong API key (when one is set)
     ├── UnknownStyle        404 unknown_style       a style that is not configured
@@ -48,6 +49,11 @@ class AnimeGANError(Exception):
 
 class InvalidImage(AnimeGANError):
     code = "invalid_image"
+    http_status = 400
+
+
+class InvalidVideo(AnimeGANError):
+    code = "invalid_video"
     http_status = 400
 
 

@@ -20,7 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from . import faces
 from .complete import check_complete
 from .errors import InvalidImage, TooLarge, UnsupportedFormat
-from .settings import Crop, OutputFormat
+from .settings import Crop, ImageFormat
 
 # Formats we decode; everything else Pillow knows (EPS, PDF, ...) is refused unopened.
 DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO
@@ -28,18 +28,6 @@ DECODABLE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers
 log = logging.getLogger(__name__)
 
 DRAFTABLE = ("JPEG", "MPO")  # formats Pillow can decode at a reduced scale (JPEG's DCT scaling)
-
-MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
-
-
-def media_type_of(encoded: bytes) -> str:
-    """The media type of a picture we encoded, from its first bytes."""
-    if encoded.startswith(b"\x89PNG"):
-        return MEDIA_TYPES["png"]
-    if encoded.startswith(b"\xff\xd8"):
-        return MEDIA_TYPES["jpeg"]
-    return MEDIA_TYPES["webp"]
-
 
 _SIGNATURES = {
     b"\xff\xd8\xff": "JPEG",
@@ -153,7 +141,7 @@ def decode(data: bytes, *, max_pixels: int, scale: float = 1.0) -> Image.Image:
         if scale < 1.0 and image.format in DRAFTABLE:
             _draft(image, scale)
         image.load()
-        return _to_rgb(ImageOps.exif_transpose(image))
+        return to_rgb(ImageOps.exif_transpose(image))
     except InvalidImage:
         raise
     except Exception as exc:  # decoders of hostile bytes fail in many ways, all "broken image"
@@ -205,7 +193,7 @@ def _draft(image: Image.Image, scale: float) -> None:
     image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any mode to RGB: 16-bit scaled down, transparency composited on white."""
     if image.mode == "F":  # float images are conventionally in [0, 1]
         image = _gray8(np.asarray(image, dtype=np.float64) * 255.0)
@@ -240,7 +228,7 @@ def fit(image: Image.Image, *, size: int, box: faces.Box | None = None) -> Image
 def encode(
     pixels: np.ndarray,
     *,
-    format: OutputFormat,
+    format: ImageFormat,
     quality: int | None,
     png_compress_level: int,
 ) -> bytes:

@@ -1,9 +1,10 @@
 """Job event streams of one ingress replica, fed by one poll for all the jobs they follow.
 
 Each stream gets the job's state at once, then every change: a change of status as soon as a
-poll sees it, a new place in line at most every `position_every_s`, and `None` (a keep-alive)
-after `keepalive_s` without news. The stream ends with the job (done, failed or forgotten). A
-job that started and ended between two polls still reports `running` before its end.
+poll sees it, a new place in line (or a video's frames done) at most every
+`position_every_s`, and `None` (a keep-alive) after `keepalive_s` without news. The stream
+ends with the job (done, failed or forgotten). A job that started and ended between two polls
+still reports `running` before its end.
 Places in line change with every result, for every waiting job: so that a crowd of streams
 does not cost the service its throughput, they share a budget of `places_per_s` updates, and
 each stream's updates slow down as more streams are open.
@@ -69,7 +70,7 @@ class JobWatch:
                 if view is None:
                     return  # expired while followed: nothing more will come
                 now = time.monotonic()
-                moved = view.position != sent.position
+                moved = view.position != sent.position or view.progress != sent.progress
                 if view.status != sent.status or (moved and now - sent_at >= self._every_s()):
                     if sent.status == "queued" and view.status == "done":
                         yield replace(view, status="running", eta_s=0.0)

@@ -19,10 +19,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from .background import Background
 from .errors import AnimeGANError, BadParameter, JobLost
+from .media import Kind, Upload, size_of
 from .options import StylizeOptions
 from .results import Stylized
 from .scheduler import Handout, JobView, Submission, Taken
@@ -40,19 +42,30 @@ UPLOAD_LOST = "this job's upload was lost with the ingress replica holding it; s
 
 @dataclass(frozen=True)
 class JobWork:
-    """A queued job's upload and options, kept until its turn comes."""
+    """A queued job's upload (bytes, or a video's spooled file), its kind and options, kept
+    until its turn comes."""
 
-    image: bytes
+    upload: Upload
     options: StylizeOptions
+    kind: Kind = "image"
 
     def encode(self) -> bytes:
-        """The options as a JSON line, then the image (as kept in Redis)."""
-        return json.dumps(dataclasses.asdict(self.options)).encode() + b"\n" + self.image
+        """The options and kind as a JSON line, then the upload (as kept in Redis)."""
+        assert isinstance(self.upload, bytes)
+        described = {**dataclasses.asdict(self.options), "kind": self.kind}
+        return json.dumps(described).encode() + b"\n" + self.upload
 
     @classmethod
     def decode(cls, stored: bytes) -> JobWork:
-        line, _, image = stored.partition(b"\n")
-        return cls(image, StylizeOptions(**json.loads(line)))
+        line, _, upload = stored.partition(b"\n")
+        described = json.loads(line)
+        kind = described.pop("kind", "image")
+        return cls(upload, StylizeOptions(**described), kind)
+
+    def discard(self) -> None:
+        """Remove a spooled upload's file (once nothing will run it here)."""
+        if isinstance(self.upload, Path):
+            self.upload.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -80,11 +93,16 @@ def idempotency_key(value: str | None) -> str | None:
 
 def job_json(view: JobView, root: str = "") -> dict[str, Any]:
     """A job as JSON; `result` is the picture's URL, under `root` (the app's prefix)."""
+    progress = view.progress
     return {
         "id": view.id,
+        "kind": view.kind,
         "status": view.status,
         "position": view.position,
         "eta_s": None if view.eta_s is None else round(view.eta_s, 1),
+        "progress": None
+        if progress is None
+        else {"frames_done": progress[0], "frames_total": progress[1]},
         "result": None if view.result is None else f"{root}/v1/results/{view.result}",
         "error": None if view.error is None else view.error.to_dict()["error"],
     }
@@ -122,8 +140,10 @@ class JobLine(Protocol):
     ) -> None: ...
 
 
-# A job's answer for its key, within the request deadline.
-Run = Callable[[str, JobWork], Awaitable[Stylized]]
+# A job's answer (for a picture within the request deadline).
+Run = Callable[[Taken, JobWork], Awaitable[Stylized]]
+# A job's work: megapixels of inference (a video's per frame), and its frames (0: a picture).
+Weigh = Callable[[JobWork], tuple[float, int]]
 
 
 class Jobs:
@@ -136,7 +156,7 @@ class Jobs:
         tiers: Tiers,
         run: Run,
         *,
-        weigh: Callable[[bytes, StylizeOptions], float],
+        weigh: Weigh,
         uploads: Uploads | None,
         app: str,
         background: Background,
@@ -145,7 +165,7 @@ class Jobs:
         self.line = line
         self.tiers = tiers
         self.run = run
-        self.weigh = weigh  # megapixels of work; refuses what is not an image within limits
+        self.weigh = weigh  # refuses what is not an image or a video within the limits
         self.uploads = uploads
         self.app = app
         self.background = background
@@ -157,16 +177,18 @@ class Jobs:
     async def submit(
         self,
         key: str,
-        image: bytes,
+        image: Upload,
         options: StylizeOptions,
         client: str,
         idempotency: str | None = None,
         *,
         callback_url: str | None = None,
         root: str = "",
+        kind: Kind = "image",
     ) -> Admitted:
         """Queue a job for `key`, or record it done if its result is stored; with an
-        `idempotency` key the client used before, the job it made then."""
+        `idempotency` key the client used before, the job it made then. A spooled upload's
+        file is this replica's from here on."""
         job = Submission(
             secrets.token_urlsafe(16),  # 128 random bits: not guessable
             client,
@@ -176,24 +198,36 @@ class Jobs:
             callback_url=callback_url,
             root=root,
         )
-        if self.tiers.hot.get(key) is not None:  # served lately here: before any refusal
-            view = await self.line.record_done(job)
-        else:
-            self.line.refuse_if_full()  # a refusal then costs no actor call
-            work = self.weigh(image, options)
-            if await self.tiers.lookup(key) is not None:
+        upload = JobWork(image, options, kind)
+        queued = False
+        try:
+            if self.tiers.hot.get(key) is not None:  # served lately here: before any refusal
                 view = await self.line.record_done(job)
             else:
-                view = await self._queue(job, JobWork(image, options), work)
+                self.line.refuse_if_full()  # a refusal then costs no actor call
+                work, frames = await asyncio.to_thread(self.weigh, upload)
+                if await self.tiers.lookup(key) is not None:
+                    view = await self.line.record_done(job)
+                else:
+                    job = dataclasses.replace(job, work=work, frames=frames)
+                    view = await self._queue(job, upload)
+                    queued = view.id == job.id
+        finally:
+            if not queued:
+                upload.discard()
         return Admitted(view, replayed=view.id != job.id)
 
-    async def _queue(self, job: Submission, upload: JobWork, work: float) -> JobView:
+    async def _queue(self, job: Submission, upload: JobWork) -> JobView:
         self.held[job.id] = (upload, self.clock())
         try:
-            stored = self.uploads is not None and await self.uploads.put_bytes(
-                upload_name(self.app, job.id), upload.encode(), ttl_s=UPLOAD_TTL_S
+            stored = (
+                self.uploads is not None
+                and isinstance(upload.upload, bytes)
+                and await self.uploads.put_bytes(
+                    upload_name(self.app, job.id), upload.encode(), ttl_s=UPLOAD_TTL_S
+                )
             )
-            job = dataclasses.replace(job, work=work, nbytes=len(upload.image), stored=stored)
+            job = dataclasses.replace(job, nbytes=size_of(upload.upload), stored=stored)
             view = await self.line.submit(job)
         except BaseException:
             self.held.pop(job.id, None)
@@ -214,7 +248,9 @@ class Jobs:
                 await asyncio.sleep(RETRY_TAKE_S)
                 continue
             for job_id in handout.drop:
-                self.held.pop(job_id, None)
+                dropped = self.held.pop(job_id, None)
+                if dropped is not None:
+                    dropped[0].discard()
             for job in handout.jobs:
                 self.running.add(job.id)  # before the next take says what runs here
                 self.background.spawn(self._run(job))
@@ -240,18 +276,24 @@ class Jobs:
     async def _run(self, job: Taken) -> None:
         result: Stylized | None = None
         error: AnimeGANError | None = None
+        upload = None
         try:
             upload = await self._upload(job)
             if upload is None:
                 error = JobLost(UPLOAD_LOST)
             else:
-                result = await self.run(job.key, upload)
+                result = await self.run(job, upload)
         except AnimeGANError as exc:
             error = exc
         except Exception as exc:
             log.error("job %s failed: %s: %s", job.id, type(exc).__name__, exc)
             error = AnimeGANError("the service failed this job; submit it again")
-        computed = result is not None and result.cache == "miss"
+        finally:
+            if upload is not None:
+                upload.discard()
+        # A clip's frames measured the line's pace themselves, each in its own turn.
+        picture = upload is not None and upload.kind == "image"
+        computed = result is not None and result.cache == "miss" and picture
         key = job.key if result is not None else None
         self.line.finish(job.id, key=key, error=error, computed=computed)
         self.running.discard(job.id)

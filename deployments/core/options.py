@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 from .errors import BadParameter, UnknownStyle
+from .media import FORMATS, Kind
 from .settings import Crop, OutputFormat, Settings
 
 PARAMETERS = ("style", "size", "crop", "format", "quality")
@@ -24,11 +25,14 @@ class StylizeOptions:
     size: int
     crop: Crop
     format: OutputFormat
-    quality: int | None  # None for PNG, which is lossless
+    quality: int | None  # None where the format takes none (PNG, GIF, the videos' own)
 
     @classmethod
-    def parse(cls, params: Mapping[str, object], settings: Settings) -> StylizeOptions:
-        """Options from request parameters (strings or values); unknown names are refused."""
+    def parse(
+        cls, params: Mapping[str, object], settings: Settings, kind: Kind = "image"
+    ) -> StylizeOptions:
+        """Options from request parameters (strings or values) for an upload of `kind`;
+        unknown names are refused."""
         unknown = sorted(set(params) - set(PARAMETERS))
         if unknown:
             raise BadParameter(
@@ -41,6 +45,7 @@ class StylizeOptions:
             crop=_text(params, "crop"),
             format=_text(params, "format"),
             quality=_integer(params, "quality"),
+            kind=kind,
         )
 
     @classmethod
@@ -53,8 +58,10 @@ class StylizeOptions:
         crop: str | None = None,
         format: str | None = None,
         quality: int | None = None,
+        kind: Kind = "image",
     ) -> StylizeOptions:
-        """Validated options; None means the setting's default."""
+        """Validated options for an upload of `kind`; None means the default (for a picture
+        the setting's, for a clip its own kind: a GIF stays a GIF, a video becomes MP4)."""
         style = settings.default_style if style is None else style
         if style not in settings.styles:
             raise UnknownStyle(
@@ -71,13 +78,16 @@ class StylizeOptions:
             raise BadParameter(
                 f"crop must be one of {', '.join(get_args(Crop))}, not {crop[:32]!r}"
             )
-        format = (format or settings.default_format).lower()
+        formats = FORMATS[kind]
+        default = settings.default_format if kind == "image" else formats[0]
+        format = (format or default).lower()
         format = "jpeg" if format == "jpg" else format
-        if format not in get_args(OutputFormat):
+        if format not in formats:
+            what = "a picture" if kind == "image" else f"an upload of kind {kind}"
             raise BadParameter(
-                f"format must be one of {', '.join(get_args(OutputFormat))}, not {format[:32]!r}"
+                f"format for {what} must be one of {', '.join(formats)}, not {format[:32]!r}"
             )
-        if format == "png":
+        if format not in ("jpeg", "webp"):
             quality = None
         else:
             quality = settings.default_quality if quality is None else quality

@@ -5,11 +5,15 @@ The ingress and the CLI's in-process mode both run: decode_upload -> model -> en
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
-from . import imaging
+from . import clips, imaging
+from .errors import TooLarge, UnsupportedFormat
+from .media import Kind, Upload
 from .options import StylizeOptions
-from .settings import Settings
+from .settings import ImageFormat, Settings
 
 
 def check_upload(data: bytes, settings: Settings) -> None:
@@ -22,10 +26,47 @@ def work_of(data: bytes, options: StylizeOptions, settings: Settings) -> float:
     what `check_upload` refuses): its fair share in the line is measured in them."""
     # From the header's size alone: a rotation changes neither the pixels nor the long side.
     width, height = imaging.probe(data, max_pixels=settings.max_pixels).size
+    return _megapixels(width, height, options)
+
+
+def _megapixels(width: int, height: int, options: StylizeOptions) -> float:
     if options.crop != "none":  # a square of the short side (a face's is no larger)
         width = height = min(width, height)
     scale = min(1.0, options.size / max(width, height))
     return max(1, round(width * scale)) * max(1, round(height * scale)) / 1e6
+
+
+def weigh(
+    upload: Upload, options: StylizeOptions, kind: Kind, settings: Settings
+) -> tuple[float, int]:
+    """A job's work from its headers: megapixels (a clip's per frame) and frames (0 for a
+    picture); refuses what `check_upload` or the clip limits refuse."""
+    if kind == "image":
+        assert isinstance(upload, bytes)
+        return work_of(upload, options, settings), 0
+    source = clips.open_source(upload, kind, settings)
+    try:
+        info = source.info
+    finally:
+        source.close()
+    return _megapixels(info.width, info.height, options), max(1, info.frames)
+
+
+def check_sync(upload: Upload, kind: Kind, settings: Settings) -> None:
+    """Refuse what `/v1/stylize` does not answer at once: a video, a long animation."""
+    if kind == "video":
+        raise UnsupportedFormat(
+            "a video is converted as a job: POST it to /v1/jobs and follow its progress"
+        )
+    if kind != "image":
+        source = clips.open_source(upload, kind, settings)
+        frames = source.info.frames
+        source.close()
+        if frames > settings.max_sync_frames:
+            raise TooLarge(
+                f"the animation has {frames} frames; /v1/stylize answers at most "
+                f"{settings.max_sync_frames} at once: POST it to /v1/jobs instead"
+            )
 
 
 def decode_upload(
@@ -40,7 +81,7 @@ def encode_result(pixels: np.ndarray, options: StylizeOptions, settings: Setting
     """Stylized pixels -> the requested output encoding."""
     return imaging.encode(
         pixels,
-        format=options.format,
+        format=cast(ImageFormat, options.format),  # a picture's options hold a picture format
         quality=options.quality,
         png_compress_level=settings.png_compress_level,
     )

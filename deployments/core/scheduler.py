@@ -63,6 +63,8 @@ class JobView:
     eta_s: float | None  # seconds until its result, while queued or running and the pace known
     result: str | None  # the result's cache key, once done
     error: AnimeGANError | None  # once failed
+    kind: str = "image"  # or "video": a clip, whose frames take turns of their own
+    progress: tuple[int, int] | None = None  # a video's (frames done, frames in all)
 
     @property
     def finished(self) -> bool:
@@ -76,8 +78,9 @@ class Submission:
     id: str
     client: str
     key: str
-    work: float = QUANTUM  # megapixels of inference
+    work: float = QUANTUM  # megapixels of inference (a video's: of one frame)
     nbytes: int = 0  # the upload's size
+    frames: int = 0  # a video's, as its header counts them (0 for a picture)
     holder: str | None = None  # the ingress replica keeping the upload
     stored: bool = False  # the upload is in Redis too: any ingress replica can run it
     idempotency_key: str | None = None
@@ -86,12 +89,14 @@ class Submission:
 
 
 class Taken(NamedTuple):
-    """A job handed to an ingress replica to run: its id, its result's key, and whether its
-    upload is stored (in Redis) besides with its holder."""
+    """A job handed to an ingress replica to run: its id, its result's key, whether its
+    upload is stored (in Redis) besides with its holder, and its client (a video's frames
+    take turns as that client's)."""
 
     id: str
     key: str
     stored: bool
+    client: str = ""
 
 
 class Handout(NamedTuple):
@@ -127,6 +132,8 @@ class _Entry:
     finished_at: float | None = None
     error: AnimeGANError | None = None
     notified: bool = False  # its callback was delivered
+    progress: tuple[int, int] | None = None  # a running video's, as its runner reports it
+    detached: bool = False  # a running video that gave its slot back (its frames take turns)
 
     @property
     def id(self) -> str:
@@ -342,13 +349,33 @@ class Scheduler:
             entry.notified = True
             self.journal.save(entry.record())
 
+    def detach(self, job_id: str) -> None:
+        """A running video gives its slot back: its frames wait in line as its client's
+        tickets, so that it holds no slot of its own however long it runs."""
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.status == "running" and not entry.detached:
+            entry.detached = True
+            self.running -= 1
+            self._dispatch()
+
+    def progress(self, job_id: str, done: int, total: int) -> None:
+        """A running video's frames done so far, as its runner reports them."""
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.status == "running" and not entry.is_ticket:
+            entry.progress = (done, total)
+
     def view(self, job_id: str) -> JobView:
         entry = self._job(job_id)
         ahead = self.queue.ahead(job_id) if entry.status == "queued" else None
         position = None if ahead is None else ahead[0]
         result = entry.job.key if entry.status == "done" else None
         eta = self._eta(entry, None if ahead is None else ahead[1])
-        return JobView(job_id, entry.status, position, eta, result, entry.error)
+        if not entry.job.frames:
+            return JobView(job_id, entry.status, position, eta, result, entry.error)
+        progress = entry.progress or (0, entry.job.frames)
+        if entry.status == "done":
+            progress = (progress[1], progress[1])
+        return JobView(job_id, entry.status, position, eta, result, entry.error, "video", progress)
 
     def views(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The views of those ids still known (watchers ask for many at once)."""
@@ -587,7 +614,7 @@ class Scheduler:
             entry.grant.set_result(True)
             return
         self._start(entry, worker=taker.worker)
-        taker.jobs.append(Taken(entry.id, entry.job.key, entry.job.stored))
+        taker.jobs.append(Taken(entry.id, entry.job.key, entry.job.stored, entry.job.client))
         self.journal.save(entry.record())
 
     def _taker_for(self, entry: _Entry) -> _Taker | None:
@@ -625,8 +652,11 @@ class Scheduler:
             self._runs[entry.id] = entry
 
     def _free(self, entry: _Entry, *, computed: bool) -> None:
-        self.running -= 1
         self._runs.pop(entry.id, None)
+        if entry.detached:  # its slot was given back already
+            entry.detached = False
+            return
+        self.running -= 1
         started = entry.started_at if entry.started_at is not None else self.clock()
         self.pace.stopped(self.clock() - started if computed else None, entry.job.work)
 
@@ -721,6 +751,8 @@ class Scheduler:
         return None if rate is None else work / rate
 
     def _eta(self, entry: _Entry, work_ahead: float | None) -> float | None:
+        if entry.job.frames:
+            return self._video_eta(entry, work_ahead)
         per_work = self.pace.seconds_per_work()
         if per_work is None:
             return None
@@ -731,6 +763,16 @@ class Scheduler:
             return None
         wait = self._wait_s(work_ahead + entry.job.work)
         return None if wait is None else wait + duration
+
+    def _video_eta(self, entry: _Entry, work_ahead: float | None) -> float | None:
+        """A video's frames left at the line's whole pace (its frames spread over every
+        slot; slower while others share them)."""
+        done, total = entry.progress or (0, entry.job.frames)
+        left = self._wait_s(max(0, total - done) * entry.job.work)
+        if left is None or entry.status == "running":
+            return left
+        wait = None if work_ahead is None else self._wait_s(work_ahead)
+        return None if wait is None else wait + left
 
     def _retry_after(self, work: float) -> float:
         wait = self._wait_s(work)

@@ -12,24 +12,27 @@ import asyncio
 import contextlib
 import functools
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import pipeline
+from . import clips, pipeline
 from .background import Background
 from .cache_key import cache_key
 from .counted import Observe
-from .errors import Timeout, UnknownResult
+from .errors import AnimeGANError, Overloaded, Timeout, UnknownResult
 from .examples import Example
 from .job_watch import JobWatch
 from .jobs import Admitted, JobLine, Jobs, JobWork, Uploads
+from .media import Kind, Upload
 from .options import StylizeOptions
 from .replica_stats import Snapshot, summarize
 from .result_store import ResultStore
 from .results import Picture, StyleStatus, Stylized
-from .scheduler import JobView
+from .scheduler import JobView, Taken
 from .settings import Settings
 from .styles import STYLES_WAIT_S, StyleList
 from .tiers import ClusterCache, Line, Store, Tiers
@@ -38,6 +41,8 @@ from .webhooks import check_callback
 
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
+FRAME_ATTEMPTS = 5  # a job's frame that the line or the model refused waits and tries again
+PROGRESS_EVERY_S = 0.5  # how often a running video tells the line its frames done
 
 
 class Model(Protocol):
@@ -75,6 +80,10 @@ class ServiceLine(Line, JobLine, Protocol):
     async def views(self, job_ids: list[str]) -> dict[str, JobView]: ...
 
     async def cancel(self, job_id: str) -> None: ...
+
+    def detach(self, job_id: str) -> None: ...
+
+    def progress(self, job_id: str, done: int, total: int) -> None: ...
 
     async def stats(self) -> dict[str, Any] | None: ...
 
@@ -114,7 +123,7 @@ class StyleService:
             line,
             self.tiers,
             self._run_job,
-            weigh=lambda image, options: pipeline.work_of(image, options, settings),
+            weigh=lambda work: pipeline.weigh(work.upload, work.options, work.kind, settings),
             uploads=redis,
             app=app,
             background=self.background,
@@ -134,7 +143,9 @@ class StyleService:
 
     # Stylizing
 
-    async def process(self, image: bytes, options: StylizeOptions, client: str) -> Stylized:
+    async def process(
+        self, image: Upload, options: StylizeOptions, client: str, kind: Kind = "image"
+    ) -> Stylized:
         """The request path, for HTTP and handle callers alike, within `request_timeout_s`:
 
         1. key: SHA-256 of the image bytes, the options and the style's weights identity;
@@ -144,17 +155,29 @@ class StyleService:
         4. Redis, when `cache_redis_url` is set: stored there (`hit`);
         5. `miss`: wait in the line for a model slot (fairly between clients; refused at once
            if the wait would be too long), then `compute`; kept in every tier.
-        Refusals are `AnimeGANError`s, raised as they are to the caller.
+        Refusals are `AnimeGANError`s, raised as they are to the caller. An animated
+        picture of at most `max_sync_frames` frames walks the same tiers, each of its frames
+        taking its own turn in the line; a video is refused (it is a job's).
         """
         async with self._working():
+            if kind != "image":
+                await asyncio.to_thread(pipeline.check_sync, image, kind, self.settings)
             key = await self.key(image, options)
-            return await self._answer(key, image, options, client)
+            if kind == "image":
+                assert isinstance(image, bytes)
+                return await self._answer(key, image, options, client)
+            self.line.refuse_if_busy()
+            clip = functools.partial(self.compute_clip, JobWork(image, options, kind), client)
+            picture, cache = await self.tiers.answer(key, clip, None)
+            return Stylized(picture, key, cache, options)
 
-    async def key(self, image: bytes, options: StylizeOptions) -> str:
+    async def key(self, upload: Upload, options: StylizeOptions) -> str:
         identity = await self.style_list.weights_identity(
             options.style, wait_s=self.settings.request_timeout_s
         )
-        return cache_key(image, options, identity)
+        if isinstance(upload, bytes):
+            return cache_key(upload, options, identity)
+        return await asyncio.to_thread(cache_key, upload, options, identity)
 
     async def compute(self, image: bytes, options: StylizeOptions) -> Picture:
         """Decode (and find the face) here, infer on the model deployment, encode here: bad
@@ -164,6 +187,60 @@ class StyleService:
         stylized = await self.model.infer(pixels, options.style, self.active == 1)
         body = await asyncio.to_thread(pipeline.encode_result, stylized, options, self.settings)
         return Picture(body, cut)
+
+    async def compute_clip(self, work: JobWork, client: str, job_id: str | None = None) -> Picture:
+        """A clip's frames decoded here, each stylized in a turn of its own in the line as
+        `client`'s (a job's frames patiently: they wait however long the line is, and its own
+        slot is given back), written back here; a job's progress told to the line."""
+        if job_id is not None:
+            self.line.detach(job_id)
+        source = await asyncio.to_thread(clips.open_source, work.upload, work.kind, self.settings)
+        try:
+            rendered = await clips.render(
+                source,
+                work.options,
+                self._frame_stylizer(work.options.style, client, job_id),
+                window=self.settings.clip_window,
+                progress=self._progress_reporter(job_id),
+            )
+        finally:
+            await asyncio.to_thread(source.close)
+        return Picture(rendered.body, rendered.cut)
+
+    def _frame_stylizer(self, style: str, client: str, job_id: str | None) -> clips.Stylize:
+        patient = job_id is not None
+        ticket_key = f"frames:{job_id or secrets.token_hex(8)}"  # no job waits for this key
+        timeout_s = self.settings.request_timeout_s
+
+        async def stylize(pixels: np.ndarray) -> np.ndarray:
+            work = pixels.shape[0] * pixels.shape[1] / 1e6
+            for attempt in range(FRAME_ATTEMPTS):
+                try:
+                    async with self.line.turn(client, ticket_key, work, patient=patient) as turn:
+                        async with asyncio.timeout(timeout_s):
+                            stylized = await self.model.infer(pixels, style, False)
+                        turn.computed = True
+                    return stylized
+                except (Overloaded, TimeoutError) as exc:  # a job's frame waits and retries
+                    if not patient or attempt == FRAME_ATTEMPTS - 1:
+                        raise _frame_failure(exc) from None
+                    await asyncio.sleep(getattr(exc, "retry_after_s", None) or 1.0)
+            raise AssertionError("unreachable")
+
+        return stylize
+
+    def _progress_reporter(self, job_id: str | None) -> clips.Progress:
+        """A job's frames done, told to the line at most every PROGRESS_EVERY_S."""
+        last = 0.0
+
+        def report(done: int, total: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if job_id is not None and now - last >= PROGRESS_EVERY_S:
+                last = now
+                self.line.progress(job_id, done, total)
+
+        return report
 
     async def result(self, key: str) -> Picture:
         """A stored result by its key (`/v1/results/{key}`)."""
@@ -196,22 +273,35 @@ class StyleService:
 
     async def submit_job(
         self,
-        image: bytes,
+        image: Upload,
         options: StylizeOptions,
         client: str,
         idempotency_key: str | None = None,
         *,
         callback_url: str | None = None,
         root: str = "",
+        kind: Kind = "image",
     ) -> Admitted:
         """Queue a job (done at once if its result is stored; the same job again for an
         Idempotency-Key the client used before); refusals of the input now. `callback_url`
-        is called when it ends (checked against `webhook_allowed_hosts`)."""
-        if callback_url is not None:
-            check_callback(callback_url, self.settings.webhook_allowed_hosts)
-        key = await self.key(image, options)
+        is called when it ends (checked against `webhook_allowed_hosts`). A spooled upload's
+        file is the service's from here on."""
+        try:
+            if callback_url is not None:
+                check_callback(callback_url, self.settings.webhook_allowed_hosts)
+            key = await self.key(image, options)
+        except BaseException:
+            JobWork(image, options, kind).discard()
+            raise
         return await self.jobs.submit(
-            key, image, options, client, idempotency_key, callback_url=callback_url, root=root
+            key,
+            image,
+            options,
+            client,
+            idempotency_key,
+            callback_url=callback_url,
+            root=root,
+            kind=kind,
         )
 
     async def job_view(self, job_id: str) -> JobView:
@@ -224,9 +314,19 @@ class StyleService:
     async def cancel_job(self, job_id: str) -> None:
         await self.line.cancel(job_id)
 
-    async def _run_job(self, key: str, work: JobWork) -> Stylized:
-        async with self._working():
-            return await self._answer(key, work.image, work.options, None)
+    async def _run_job(self, job: Taken, work: JobWork) -> Stylized:
+        if work.kind == "image":
+            assert isinstance(work.upload, bytes)
+            async with self._working():
+                return await self._answer(job.key, work.upload, work.options, None)
+        # A clip has no overall deadline: each of its frames has one.
+        clip = functools.partial(self.compute_clip, work, job.client, job.id)
+        self.active += 1
+        try:
+            picture, cache = await self.tiers.answer(job.key, clip, None)
+        finally:
+            self.active -= 1
+        return Stylized(picture, job.key, cache, work.options)
 
     # The style list, the examples, the counters
 
@@ -269,3 +369,9 @@ class StyleService:
     async def _warm_one(self, data: bytes, style: str) -> Stylized:
         options = StylizeOptions.build(self.settings, style=style)
         return await self.process(data, options, EXAMPLES_CLIENT)
+
+
+def _frame_failure(exc: Exception) -> AnimeGANError:
+    if isinstance(exc, AnimeGANError):
+        return exc
+    return Timeout("a frame was not stylized within the request deadline; retry later")

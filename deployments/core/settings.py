@@ -24,7 +24,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Precision = Literal["auto", "fp32", "bf16"]
-OutputFormat = Literal["png", "jpeg", "webp"]
+ImageFormat = Literal["png", "jpeg", "webp"]
+# A clip's: H.264 in MP4, VP9 in WebM, or an animation (png: APNG, webp: animated WebP).
+OutputFormat = Literal["png", "jpeg", "webp", "mp4", "webm", "gif"]
 Crop = Literal["none", "square", "face"]
 IPNetwork = IPv4Network | IPv6Network
 
@@ -68,9 +70,18 @@ class Settings(BaseSettings):
     default_size: int = Field(default=512, ge=1)
     min_size: int = Field(default=16, ge=1)
     max_size: int = Field(default=1024, ge=1)
-    default_format: OutputFormat = "png"
+    default_format: ImageFormat = "png"
     default_quality: int = Field(default=90, ge=1, le=100)
     png_compress_level: int = Field(default=1, ge=0, le=9)
+
+    # Videos and animated pictures (core/clips.py); each frame is also held to max_pixels
+    max_video_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    max_video_seconds: float = Field(default=600.0, gt=0)
+    max_video_frames: int = Field(default=20_000, ge=1)
+    # An animated picture /v1/stylize answers at once: 32 frames of 512 px take ~35 s on one
+    # replica of this machine's (fp32), within request_timeout_s; longer ones go to /v1/jobs.
+    max_sync_frames: int = Field(default=32, ge=1)
+    clip_window: int = Field(default=16, ge=1)  # a clip's frames decoded and in flight at once
 
     # Cache (Serve application)
     cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)

@@ -69,8 +69,11 @@ class Line(Protocol):
     def refuse_if_busy(self) -> None:
         """Raise `Overloaded` at once while the line has just refused a request."""
 
-    def turn(self, client: str, key: str, work: float) -> AbstractAsyncContextManager[Turn]:
-        """Wait for a slot (raises `Overloaded` if the wait would be too long); free it after."""
+    def turn(
+        self, client: str, key: str, work: float, *, patient: bool = False
+    ) -> AbstractAsyncContextManager[Turn]:
+        """Wait for a slot (raises `Overloaded` if the wait would be too long, or for a
+        `patient` turn only if the line is full); free it after."""
 
 
 class Tier(IntEnum):
