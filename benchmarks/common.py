@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import platform
 import random
 import socket
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +145,23 @@ def deploy_ours(url: str, weights_dir: Path) -> None:
     app = from_config(ROOT / "serve_config.yaml", weights_dir=weights_dir)
     serve.run(app, name="animegan", route_prefix="/")
     wait_healthy(url + "/healthz")
+
+
+@contextlib.contextmanager
+def served_app() -> Iterator[tuple[str, Path]]:
+    """Our app on a fresh local cluster with seeded weights: (its URL, the weights' folder)."""
+    from deployments.core.settings import OFFICIAL_STYLES
+    from deployments.core.weights import write_seeded
+
+    with tempfile.TemporaryDirectory() as folder:
+        weights_dir = Path(folder)
+        write_seeded(weights_dir, list(OFFICIAL_STYLES))
+        url = start_cluster()
+        try:
+            deploy_ours(url, weights_dir)
+            yield url, weights_dir
+        finally:
+            stop_cluster()
 
 
 def deploy_naive(url: str, weights_dir: Path) -> None:

@@ -13,11 +13,10 @@ import argparse
 import re
 import subprocess
 import sys
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from benchmarks.common import Photos, deploy_ours, start_cluster, stop_cluster
+from benchmarks.common import Photos, served_app
 from benchmarks.load import run_closed
 from benchmarks.procs import (
     cpu_ms_since,
@@ -59,45 +58,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0)
     options = parser.parse_args()
-    from deployments.core.settings import OFFICIAL_STYLES
-    from deployments.core.weights import write_seeded
+    with served_app() as (url, weights_dir):
+        photos = Photos(seed=3)
+        params: dict[str, str | int] = {"style": "paprika", "size": 256}
 
-    with tempfile.TemporaryDirectory() as folder:
-        weights_dir = Path(folder)
-        write_seeded(weights_dir, list(OFFICIAL_STYLES))
-        url = start_cluster()
-        try:
-            deploy_ours(url, weights_dir)
-            photos = Photos(seed=3)
-            params: dict[str, str | int] = {"style": "paprika", "size": 256}
+        def load(bodies: list[bytes], seconds: float) -> int:
+            return run_closed(
+                url,
+                "/v1/stylize",
+                lambda i: (bodies[i % len(bodies)], params),
+                clients=8,
+                max_requests=len(bodies),
+                max_seconds=seconds,
+            ).requests
 
-            def load(bodies: list[bytes], seconds: float) -> int:
-                return run_closed(
-                    url,
-                    "/v1/stylize",
-                    lambda i: (bodies[i % len(bodies)], params),
-                    clients=8,
-                    max_requests=len(bodies),
-                    max_seconds=seconds,
-                ).requests
-
-            load(photos.unique(80), 8)  # warm up and reach the steady state
-            replicas = {p: n for p, n in ray_processes().items() if n.startswith(REPLICAS)}
-            before, threads = cpu_snapshot(), {pid: thread_cpu_s(pid) for pid in replicas}
-            spies = {pid: weights_dir / f"{pid}.txt" for pid in replicas}
-            if not PY_SPY.exists():
-                print("py-spy is not installed (make profile installs it): threads unnamed")
-            running = [
-                spy(pid, options.seconds - 1, out) for pid, out in spies.items() if PY_SPY.exists()
-            ]
-            answered = load(photos.unique(int(options.seconds * 40)), options.seconds)
-            spent = cpu_ms_since(before, answered)
-            after = {pid: thread_cpu_s(pid) for pid in replicas}
-            for process in running:
-                process.wait()
-            report(answered, options.seconds, spent, replicas, threads, after, spies)
-        finally:
-            stop_cluster()
+        load(photos.unique(80), 8)  # warm up and reach the steady state
+        replicas = {p: n for p, n in ray_processes().items() if n.startswith(REPLICAS)}
+        before, threads = cpu_snapshot(), {pid: thread_cpu_s(pid) for pid in replicas}
+        spies = {pid: weights_dir / f"{pid}.txt" for pid in replicas}
+        if not PY_SPY.exists():
+            print("py-spy is not installed (make profile installs it): threads unnamed")
+        running = [
+            spy(pid, options.seconds - 1, out) for pid, out in spies.items() if PY_SPY.exists()
+        ]
+        answered = load(photos.unique(int(options.seconds * 40)), options.seconds)
+        spent = cpu_ms_since(before, answered)
+        after = {pid: thread_cpu_s(pid) for pid in replicas}
+        for process in running:
+            process.wait()
+        report(answered, options.seconds, spent, replicas, threads, after, spies)
 
 
 def report(

@@ -156,3 +156,20 @@ def test_the_command_line_stylizes_a_video_beside_a_photo(service: Service, tmp_
     assert (out / "street.png").exists()
     frames, _, _, codecs = made.decoded((out / "pan.mp4").read_bytes())
     assert len(frames) == 30 and codecs == ["h264", "aac"]
+
+
+def test_a_python_handle_submits_a_video_and_stylizes_an_animation(service: Service) -> None:
+    from ray import serve
+
+    handle = serve.get_app_handle("animegan")
+    job = handle.submit.remote(made.pan(10), style="paprika", size=48).result(timeout_s=60)
+    deadline = time.monotonic() + 60
+    while (view := handle.job.remote(job).result(timeout_s=10))["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert (view["status"], view["kind"]) == ("done", "video")
+    frames, _, _, _ = made.decoded(httpx.get(service.url + view["result"], timeout=10).content)
+    assert len(frames) == 10
+    animation = handle.stylize.remote(made.animation(3, "WEBP"), style="paprika", size=48)
+    result = Image.open(io.BytesIO(animation.result(timeout_s=60)))
+    assert result.format == "WEBP" and getattr(result, "n_frames", 1) == 3

@@ -23,7 +23,7 @@ from . import clips, pipeline
 from .background import Background
 from .cache_key import cache_key
 from .counted import Observe
-from .errors import AnimeGANError, Overloaded, Timeout, UnknownResult
+from .errors import AnimeGANError, Overloaded, Timeout, TooLarge, UnknownResult
 from .examples import Example
 from .job_watch import JobWatch
 from .jobs import Admitted, JobLine, Jobs, JobWork, Uploads
@@ -205,6 +205,12 @@ class StyleService:
             )
         finally:
             await asyncio.to_thread(source.close)
+        room = self.settings.cache_max_bytes // self.settings.cache_shards
+        if len(rendered.body) > room:  # it could not be kept, so its job could not answer it
+            raise TooLarge(
+                f"the stylized clip is {len(rendered.body):,} bytes, more than a cache shard "
+                f"holds ({room:,}); send a shorter clip or a smaller size"
+            )
         return Picture(rendered.body, rendered.cut)
 
     def _frame_stylizer(self, style: str, client: str, job_id: str | None) -> clips.Stylize:
