@@ -17,6 +17,7 @@ from benchmarks.common import wait_healthy
 from benchmarks.load import Load, in_background
 from deployments.actors import NAMESPACE
 from deployments.cache import CACHE_ACTOR_NAME
+from tests import clips
 from tests.conftest import Service, jpeg_bytes, smooth_picture
 
 pytestmark = pytest.mark.timeout(600)
@@ -101,6 +102,39 @@ def test_a_model_replica_killed_under_load_is_replaced_and_nothing_hangs(service
         post(service, jpeg_bytes(smooth_picture(64, 48, seed=5900 + i)), size=32) for i in range(6)
     ]
     assert [a.status_code for a in after] == [200] * 6
+
+
+def test_a_model_replica_killed_mid_clip_costs_frames_a_retry_not_the_clip(
+    service: Service,
+) -> None:
+    clip = clips.video(clips.pan_frames(120, 144, 96), [i * 40 for i in range(120)])
+    job = httpx.post(
+        f"{service.url}/v1/jobs", content=clip, params={"style": "paprika", "size": 144}, timeout=60
+    ).json()
+
+    def frames_done() -> int:
+        view = httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()
+        return int(view["progress"]["frames_done"])
+
+    wait_for(lambda: frames_done() >= 10)
+    victim = replica_actors("StyleModel")[0]
+    ray.kill(victim, no_restart=True)
+    deadline = time.monotonic() + 180
+    while (view := httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json())[
+        "status"
+    ] not in ("done", "failed"):
+        assert time.monotonic() < deadline, view
+        time.sleep(0.3)
+    assert view["status"] == "done", view
+    frames, _, _, _ = clips.decoded(httpx.get(service.url + view["result"], timeout=10).content)
+    assert len(frames) == 120
+    wait_for(
+        lambda: (
+            len(replica_actors("StyleModel")) == 2 and victim not in replica_actors("StyleModel")
+        ),
+        timeout_s=120,
+    )
+    wait_healthy(service.url + "/healthz")
 
 
 def test_requests_are_served_while_the_cache_actor_restarts(service: Service) -> None:

@@ -41,7 +41,7 @@ from .webhooks import check_callback
 
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
-FRAME_ATTEMPTS = 5  # a job's frame that the line or the model refused waits and tries again
+FRAME_ATTEMPTS = 5  # a job's frame that the model failed is tried again (elsewhere) this often
 PROGRESS_EVERY_S = 0.5  # how often a running video tells the line its frames done
 
 
@@ -220,18 +220,23 @@ class StyleService:
 
         async def stylize(pixels: np.ndarray) -> np.ndarray:
             work = pixels.shape[0] * pixels.shape[1] / 1e6
-            for attempt in range(FRAME_ATTEMPTS):
+            failures = 0
+            while True:
+                turned = False
                 try:
                     async with self.line.turn(client, ticket_key, work, patient=patient) as turn:
+                        turned = True
                         async with asyncio.timeout(timeout_s):
                             stylized = await self.model.infer(pixels, style, False)
                         turn.computed = True
                     return stylized
-                except (Overloaded, TimeoutError) as exc:  # a job's frame waits and retries
-                    if not patient or attempt == FRAME_ATTEMPTS - 1:
+                except (Overloaded, TimeoutError) as exc:
+                    # A job's frame waits however long the line is full; a model that failed it
+                    # (a replica lost twice, the deadline) is tried FRAME_ATTEMPTS times.
+                    failures += turned
+                    if not patient or failures >= FRAME_ATTEMPTS:
                         raise _frame_failure(exc) from None
                     await asyncio.sleep(getattr(exc, "retry_after_s", None) or 1.0)
-            raise AssertionError("unreachable")
 
         return stylize
 
