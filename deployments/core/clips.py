@@ -17,6 +17,7 @@ import tempfile
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ Progress = Callable[[int, int], None]  # frames done, frames in all (as far as k
 
 class Source(Protocol):
     info: ClipInfo
+    time_base: Fraction  # of the frames' stamps
 
     def items(self) -> Iterator[Any]: ...
 
@@ -120,7 +122,7 @@ async def render(
 def _writer(source: Source, options: StylizeOptions, path: Path) -> Any:
     if options.format in ("mp4", "webm"):
         sound = source.sound if isinstance(source, VideoSource) else None
-        return VideoWriter(path, options.format, source.time_base, sound)  # type: ignore[attr-defined]
+        return VideoWriter(path, options.format, source.time_base, sound)
     loop = source.loop if isinstance(source, AnimationSource) else 0
     return AnimationWriter(options.format, options.quality, loop=loop)
 
