@@ -352,6 +352,7 @@ def test_a_job_is_accepted_with_its_location(http: tuple[TestClient, StandIn]) -
         "position": 2,
         "eta_s": 3.0,
         "progress": None,
+        "crop": None,
         "result": None,
         "error": None,
     }

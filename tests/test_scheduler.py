@@ -610,9 +610,11 @@ def test_a_running_video_gives_its_slot_back_and_its_frames_share_the_line_fairl
         await asyncio.gather(*frames, picture)
         # the frame in service when it came and its lane's turn: a few frames ahead of it, not eight
         assert grants.index("picture") <= 3
+        scheduler.progress("film", 0, 100, "face 10,20,30,30")  # its cut, before its frames
         scheduler.progress("film", 40, 100)
         view = scheduler.view("film")
         assert (view.kind, view.status, view.progress) == ("video", "running", (40, 100))
+        assert view.crop == "face 10,20,30,30"
         scheduler.finish("film", key="kf", computed=False)
         assert scheduler.running == 0  # its slot was given back once, not twice
         assert scheduler.view("film").progress == (100, 100)

@@ -38,6 +38,7 @@ def test_a_video_job_comes_back_with_its_frames_times_sound_and_progress(service
     assert all(0 < p["frames_done"] <= 48 and p["frames_total"] == 48 for p in progress)
     view = httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()
     assert view["progress"] == {"frames_done": 48, "frames_total": 48}
+    assert view["crop"] == "none 0,0,96,64"  # the clip's one cut, as X-Crop says it
 
     result = httpx.get(service.url + stream[-1][1]["result"], timeout=10)
     assert result.headers["content-type"] == "video/mp4"

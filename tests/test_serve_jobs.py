@@ -81,8 +81,9 @@ def test_a_job_runs_and_its_result_is_the_stylized_picture(service: Service) -> 
     assert answer.status_code == 202
     job = answer.json()
     assert answer.headers["location"] == f"/v1/jobs/{job['id']}"
-    assert set(job) == {"id", "kind", "status", "position", "eta_s", "progress", "result", "error"}
-    assert (job["kind"], job["progress"]) == ("image", None)
+    fields = {"id", "kind", "status", "position", "eta_s", "progress", "crop", "result", "error"}
+    assert set(job) == fields
+    assert (job["kind"], job["progress"], job["crop"]) == ("image", None, None)
     assert len(job["id"]) >= 22  # 128 random bits, URL-safe
     stream = events(service.url, job["id"])
     assert stream[-1][0] == "done"

@@ -107,9 +107,12 @@ async def render(
     *,
     window: int,
     progress: Progress = lambda done, total: None,
+    cut_found: Callable[[imaging.Cut], None] = lambda cut: None,
 ) -> Rendered:
-    """The stylized clip in `options.format`, frames `window` at a time."""
+    """The stylized clip in `options.format`, frames `window` at a time (`cut_found` hears
+    the one cut for the whole clip before its first frame)."""
     cut = await asyncio.to_thread(clip_cut, source, options.crop)
+    cut_found(cut)
     with tempfile.TemporaryDirectory(prefix="animegan-clip-") as folder:
         writer = _writer(source, options, Path(folder) / f"result.{options.format}")
         frames, computed = await _frames(

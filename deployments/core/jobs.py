@@ -103,6 +103,7 @@ def job_json(view: JobView, root: str = "") -> dict[str, Any]:
         "progress": None
         if progress is None
         else {"frames_done": progress[0], "frames_total": progress[1]},
+        "crop": view.crop,
         "result": None if view.result is None else f"{root}/v1/results/{view.result}",
         "error": None if view.error is None else view.error.to_dict()["error"],
     }

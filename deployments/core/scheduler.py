@@ -65,6 +65,7 @@ class JobView:
     error: AnimeGANError | None  # once failed
     kind: str = "image"  # or "video": a clip, whose frames take turns of their own
     progress: tuple[int, int] | None = None  # a video's (frames done, frames in all)
+    crop: str | None = None  # a video's one cut for the whole clip (`X-Crop`), once found
 
     @property
     def finished(self) -> bool:
@@ -133,6 +134,7 @@ class _Entry:
     error: AnimeGANError | None = None
     notified: bool = False  # its callback was delivered
     progress: tuple[int, int] | None = None  # a running video's, as its runner reports it
+    crop: str | None = None  # a video's cut, as its runner found it
     detached: bool = False  # a running video that gave its slot back (its frames take turns)
 
     @property
@@ -358,11 +360,12 @@ class Scheduler:
             self.running -= 1
             self._dispatch()
 
-    def progress(self, job_id: str, done: int, total: int) -> None:
-        """A running video's frames done so far, as its runner reports them."""
+    def progress(self, job_id: str, done: int, total: int, crop: str | None = None) -> None:
+        """A running video's frames done so far and its cut, as its runner reports them."""
         entry = self._entries.get(job_id)
         if entry is not None and entry.status == "running" and not entry.is_ticket:
             entry.progress = (done, total)
+            entry.crop = crop or entry.crop
 
     def view(self, job_id: str) -> JobView:
         entry = self._job(job_id)
@@ -375,7 +378,9 @@ class Scheduler:
         progress = entry.progress or (0, entry.job.frames)
         if entry.status == "done":
             progress = (progress[1], progress[1])
-        return JobView(job_id, entry.status, position, eta, result, entry.error, "video", progress)
+        return JobView(
+            job_id, entry.status, position, eta, result, entry.error, "video", progress, entry.crop
+        )
 
     def views(self, job_ids: Iterable[str]) -> dict[str, JobView]:
         """The views of those ids still known (watchers ask for many at once)."""

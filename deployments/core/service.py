@@ -25,6 +25,7 @@ from .cache_key import cache_key
 from .counted import Observe
 from .errors import AnimeGANError, Overloaded, Timeout, TooLarge, UnknownResult
 from .examples import Example
+from .imaging import Cut
 from .job_watch import JobWatch
 from .jobs import Admitted, JobLine, Jobs, JobWork, Uploads
 from .media import Kind, Upload
@@ -83,7 +84,7 @@ class ServiceLine(Line, JobLine, Protocol):
 
     def detach(self, job_id: str) -> None: ...
 
-    def progress(self, job_id: str, done: int, total: int) -> None: ...
+    def progress(self, job_id: str, done: int, total: int, crop: str | None = None) -> None: ...
 
     async def stats(self) -> dict[str, Any] | None: ...
 
@@ -195,6 +196,11 @@ class StyleService:
         if job_id is not None:
             self.line.detach(job_id)
         source = await asyncio.to_thread(clips.open_source, work.upload, work.kind, self.settings)
+
+        def cut_found(cut: Cut) -> None:  # shown in the job's JSON while it runs
+            if job_id is not None:
+                self.line.progress(job_id, 0, max(1, source.info.frames), cut.header())
+
         try:
             rendered = await clips.render(
                 source,
@@ -202,6 +208,7 @@ class StyleService:
                 self._frame_stylizer(work.options.style, client, job_id),
                 window=self.settings.clip_window,
                 progress=self._progress_reporter(job_id),
+                cut_found=cut_found,
             )
         finally:
             await asyncio.to_thread(source.close)
