@@ -206,7 +206,12 @@ class Jobs:
                 view = await self.line.record_done(job)
             else:
                 self.line.refuse_if_full()  # a refusal then costs no actor call
-                work, frames = await asyncio.to_thread(self.weigh, upload)
+                # A picture's header is read here; a clip's container is opened off the loop.
+                work, frames = (
+                    self.weigh(upload)
+                    if kind == "image"
+                    else await asyncio.to_thread(self.weigh, upload)
+                )
                 if await self.tiers.lookup(key) is not None:
                     view = await self.line.record_done(job)
                 else:
