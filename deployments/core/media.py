@@ -64,9 +64,9 @@ def is_video(head: bytes) -> bool:
 
 def kind_of(upload: Upload) -> Kind:
     """The upload's kind from its header (a picture's errors are left to its decoder)."""
-    if not isinstance(upload, bytes) or is_video(upload[:HEAD_BYTES]):
-        if is_video(head_of(upload)):
-            return "video"
+    if is_video(head_of(upload)):
+        return "video"
+    if not isinstance(upload, bytes):
         raise UnsupportedFormat("only a video is accepted over the picture size limit")
     try:
         with Image.open(io.BytesIO(upload), formats=tuple(ANIMATABLE)) as image:

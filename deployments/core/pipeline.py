@@ -14,6 +14,7 @@ from .errors import TooLarge, UnsupportedFormat
 from .media import Kind, Upload
 from .options import StylizeOptions
 from .settings import ImageFormat, Settings
+from .video import ClipInfo
 
 
 def check_upload(data: bytes, settings: Settings) -> None:
@@ -44,12 +45,17 @@ def weigh(
     if kind == "image":
         assert isinstance(upload, bytes)
         return work_of(upload, options, settings), 0
+    info = _clip_info(upload, kind, settings)
+    return _megapixels(info.width, info.height, options), max(1, info.frames)
+
+
+def _clip_info(upload: Upload, kind: Kind, settings: Settings) -> ClipInfo:
+    """A clip's headers, checked against the limits."""
     source = clips.open_source(upload, kind, settings)
     try:
-        info = source.info
+        return source.info
     finally:
         source.close()
-    return _megapixels(info.width, info.height, options), max(1, info.frames)
 
 
 def check_sync(upload: Upload, kind: Kind, settings: Settings) -> None:
@@ -59,9 +65,7 @@ def check_sync(upload: Upload, kind: Kind, settings: Settings) -> None:
             "a video is converted as a job: POST it to /v1/jobs and follow its progress"
         )
     if kind != "image":
-        source = clips.open_source(upload, kind, settings)
-        frames = source.info.frames
-        source.close()
+        frames = _clip_info(upload, kind, settings).frames
         if frames > settings.max_sync_frames:
             raise TooLarge(
                 f"the animation has {frames} frames; /v1/stylize answers at most "
