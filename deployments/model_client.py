@@ -1,4 +1,4 @@
-"""The ingress's side of the model deployment: one inference, and the style list."""
+"""The ingress's side of the model deployment: an inference, a clip's turn, the style list."""
 
 from __future__ import annotations
 
@@ -35,10 +35,17 @@ class ModelClient:
     async def infer(self, pixels: np.ndarray, style: str, solo: bool) -> np.ndarray:
         """One inference (`solo`: no other request of this ingress wants the model's cores);
         retried once elsewhere if the replica running it dies."""
+        return await self._call("infer", pixels, style, solo)
+
+    async def infer_frames(self, frames: np.ndarray, style: str) -> np.ndarray:
+        """A clip's turn of frames (N, H, W, 3) in one call, retried as `infer` is."""
+        return await self._call("infer_frames", frames, style)
+
+    async def _call(self, method: str, pixels: np.ndarray, *args: object) -> np.ndarray:
         model = self.direct if pixels.nbytes <= DIRECT_MAX_BYTES else self.model
         for attempt in range(MODEL_ATTEMPTS):
             try:
-                stylized: np.ndarray = await model.infer.remote(pixels, style, solo)
+                stylized: np.ndarray = await getattr(model, method).remote(pixels, *args)
                 return stylized
             except BackPressureError:
                 raise Overloaded(

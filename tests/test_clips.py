@@ -24,18 +24,25 @@ from tests import clips as made
 SETTINGS = Settings()
 
 
-async def negative(pixels: np.ndarray) -> np.ndarray:
+async def negative(frames: list[np.ndarray]) -> list[np.ndarray]:
     await asyncio.sleep(0)
-    return 255 - pixels
+    return [255 - pixels for pixels in frames]
 
 
 def render(
-    data: bytes, kind: str = "video", stylize: clips.Stylize = negative, **options: object
+    data: bytes,
+    kind: str = "video",
+    stylize: clips.Stylize = negative,
+    turn_megapixels: float = 0.0,
+    **options: object,
 ) -> clips.Rendered:
     built = StylizeOptions.build(SETTINGS, kind=kind, **options)  # type: ignore[arg-type]
     source = clips.open_source(data, kind, SETTINGS)  # type: ignore[arg-type]
+    window = 16 if turn_megapixels else 4
     try:
-        return asyncio.run(clips.render(source, built, stylize, window=4))
+        return asyncio.run(
+            clips.render(source, built, stylize, window=window, turn_megapixels=turn_megapixels)
+        )
     finally:
         source.close()
 
@@ -83,9 +90,9 @@ def test_a_frame_is_stylized_exactly_as_the_picture_of_it_would_be() -> None:
     clip = made.pan(6)
     seen: list[np.ndarray] = []
 
-    async def keep(pixels: np.ndarray) -> np.ndarray:
-        seen.append(pixels)
-        return pixels
+    async def keep(frames: list[np.ndarray]) -> list[np.ndarray]:
+        seen.extend(frames)
+        return frames
 
     render(clip, stylize=keep, size=40, crop="square")
     with av.open(io.BytesIO(clip), "r") as container:
@@ -103,14 +110,38 @@ def test_frames_equal_to_the_one_before_are_stylized_once() -> None:
     clip = made.video([still] * 5 + moving, [i * 40 for i in range(8)])
     calls = 0
 
-    async def counting(pixels: np.ndarray) -> np.ndarray:
+    async def counting(frames: list[np.ndarray]) -> list[np.ndarray]:
         nonlocal calls
-        calls += 1
-        return pixels
+        calls += len(frames)
+        return frames
 
     rendered = render(clip, stylize=counting, size=64)
     assert rendered.frames == 8
     assert calls == rendered.computed < 8  # the still intro once (the codec may vary a frame)
+
+
+def test_frames_go_to_the_model_a_turn_at_a_time_and_come_back_in_order() -> None:
+    still = made.pan_frames(1)[0]
+    frames = made.pan_frames(7) + [still] * 6 + made.pan_frames(5)  # a still run across turns
+    clip = made.video(frames, [i * 40 for i in range(len(frames))])
+    turns: list[int] = []
+
+    async def numbered(turn: list[np.ndarray]) -> list[np.ndarray]:
+        """Each frame's result is flat grey, 20 levels a frame computed: the order shows."""
+        first = sum(turns)
+        turns.append(len(turn))
+        await asyncio.sleep(0.01 * (len(turns) % 3))  # turns end out of order
+        return [np.full_like(pixels, 20 * (first + i) + 10) for i, pixels in enumerate(turn)]
+
+    size = 64  # frames of 64 x 43: 3 of them are 0.0083 megapixels
+    rendered = render(clip, stylize=numbered, turn_megapixels=0.0083, size=size)
+    assert rendered.frames == len(frames) and sum(turns) == rendered.computed < len(frames)
+    assert turns[0] == 3 and max(turns) == 3
+    result, _, _, _ = made.decoded(rendered.body)
+    written = [round((float(np.median(frame)) - 10) / 20) for frame in result]  # the codec's loss
+    # Every frame computed is written in its place, a repeat as the frame it repeats.
+    assert sorted(set(written)) == list(range(rendered.computed))
+    assert written == sorted(written)
 
 
 @pytest.mark.parametrize(

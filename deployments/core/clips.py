@@ -1,11 +1,13 @@
 """A clip (a video or an animated picture) through the model, frame by frame, in order:
 
-    decode a frame -> cut and fit it as a picture would be -> stylize (up to `window` frames
-    in flight, each its own turn in the line) -> write the results in their order
+    decode a frame -> cut and fit it as a picture would be -> stylize, a turn's worth of
+    frames at a time (up to `window` turns in flight) -> write the results in their order
 
-Only a window of frames is ever decoded at once. A frame whose prepared pixels equal the one
-before it (a still intro, a slideshow) is stylized once. Plain asyncio: the service hands in
-how one frame is stylized, and the decoding and encoding (blocking) run in threads.
+Only a window of turns is ever decoded at once. A frame whose prepared pixels equal the one
+before it (a still intro, a slideshow) is stylized once. Frames go to the model in turns of
+about `turn_megapixels` each: one call and one turn in the line for several small frames
+costs a fraction of one each. Plain asyncio: the service hands in how a turn's frames are
+stylized, and the decoding and encoding (blocking) run in threads.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from .settings import Settings
 from .video import ClipInfo, Frame, Limits, VideoSource, VideoWriter
 
 FACE_SAMPLES = 5  # frames a clip's face square is looked for on
-Stylize = Callable[[np.ndarray], Awaitable[np.ndarray]]
+MAX_TURN_FRAMES = 32  # tiny frames: a turn still holds few enough to be retried whole
+Stylize = Callable[[list[np.ndarray]], Awaitable[list[np.ndarray]]]  # one turn's frames
+Turn = asyncio.Future[list[np.ndarray]]
+Pending = tuple[Turn, int, int]  # a frame on its way: its turn, its place in it, its stamp
 Progress = Callable[[int, int], None]  # frames done, frames in all (as far as known)
 
 
@@ -106,17 +111,19 @@ async def render(
     stylize: Stylize,
     *,
     window: int,
+    turn_megapixels: float = 0.0,
     progress: Progress = lambda done, total: None,
     cut_found: Callable[[imaging.Cut], None] = lambda cut: None,
 ) -> Rendered:
-    """The stylized clip in `options.format`, frames `window` at a time (`cut_found` hears
-    the one cut for the whole clip before its first frame)."""
+    """The stylized clip in `options.format`, in turns of about `turn_megapixels` (a frame at
+    least), `window` turns in flight; `cut_found` hears the one cut for the whole clip before
+    its first frame."""
     cut = await asyncio.to_thread(clip_cut, source, options.crop)
     cut_found(cut)
     with tempfile.TemporaryDirectory(prefix="animegan-clip-") as folder:
         writer = _writer(source, options, Path(folder) / f"result.{options.format}")
         frames, computed = await _frames(
-            source, cut, options.size, stylize, writer, window, progress
+            source, cut, options.size, stylize, writer, window, turn_megapixels, progress
         )
         body = await asyncio.to_thread(_finish, writer, source, Path(folder))
     return Rendered(body, cut, frames, computed)
@@ -145,6 +152,7 @@ async def _frames(
     stylize: Stylize,
     writer: Any,
     window: int,
+    turn_megapixels: float,
     progress: Progress,
 ) -> tuple[int, int]:
     """Decode, stylize and write every frame; (frames, frames the model ran for)."""
@@ -158,39 +166,80 @@ async def _frames(
             writer.sound(item)  # at once: the muxer interleaves it with the frames
         return None
 
-    pending: deque[tuple[asyncio.Future[np.ndarray], int]] = deque()
-    previous: tuple[np.ndarray, asyncio.Future[np.ndarray]] | None = None
-    done = computed = 0
+    turn = _NextTurn(stylize)
+    pending: deque[Pending] = deque()
+    group = limit = done = 0
     total = source.info.frames
     try:
         while (frame := await asyncio.to_thread(read)) is not None:
-            pixels, stamp = frame
-            if previous is not None and np.array_equal(previous[0], pixels):
-                result = previous[1]
-            else:
-                result = asyncio.ensure_future(stylize(pixels))
-                computed += 1
-                previous = (pixels, result)
-            pending.append((result, stamp))
-            while pending and (len(pending) >= window or pending[0][0].done()):
+            pending.extend(turn.add(*frame))
+            if not group:  # decided on the first frame: all are cut and fitted alike
+                group = _group(frame[0], turn_megapixels)
+                limit = window * group  # frames in flight
+            if len(turn.pixels) >= group or len(pending) + len(turn.stamps) >= limit:
+                pending.extend(turn.send())
+            while pending and (len(pending) + len(turn.stamps) >= limit or pending[0][0].done()):
                 done = await _write_next(pending, writer, done)
                 progress(done, max(total, done))
+        pending.extend(turn.send())
         while pending:
             done = await _write_next(pending, writer, done)
             progress(done, max(total, done))
     finally:
-        for result, _ in pending:
+        for result, _, _ in pending:
             result.cancel()
         with contextlib.suppress(BaseException):
-            await asyncio.gather(*(result for result, _ in pending), return_exceptions=True)
-    return done, computed
+            await asyncio.gather(*(result for result, _, _ in pending), return_exceptions=True)
+    return done, turn.computed
 
 
-async def _write_next(
-    pending: deque[tuple[asyncio.Future[np.ndarray], int]], writer: Any, done: int
-) -> int:
-    result, stamp = pending[0]
-    pixels = await result
+def _group(pixels: np.ndarray, turn_megapixels: float) -> int:
+    """Frames in a turn: about `turn_megapixels` of them, one at least, MAX_TURN_FRAMES at most."""
+    frame_megapixels: float = pixels.shape[0] * pixels.shape[1] / 1e6
+    return max(1, min(round(turn_megapixels / frame_megapixels), MAX_TURN_FRAMES))
+
+
+class _NextTurn:
+    """The frames read for the next turn: each distinct one once, a repeat of the frame
+    before it pointing at that frame's result."""
+
+    def __init__(self, stylize: Stylize) -> None:
+        self.stylize = stylize
+        self.pixels: list[np.ndarray] = []  # the distinct frames to stylize
+        self.stamps: list[tuple[int, int]] = []  # each frame read: (its index in pixels, stamp)
+        self.last: np.ndarray | None = None  # the frame read before, prepared
+        self.sent: tuple[Turn, int] | None = None  # where the last frame sent will be
+        self.computed = 0
+
+    def add(self, pixels: np.ndarray, stamp: int) -> list[Pending]:
+        """A frame read; a repeat of the last frame sent is pending at once (in order: this
+        turn has no frames yet)."""
+        if self.last is not None and np.array_equal(self.last, pixels):
+            if self.stamps:
+                self.stamps.append((self.stamps[-1][0], stamp))
+                return []
+            assert self.sent is not None
+            return [(*self.sent, stamp)]
+        self.last = pixels
+        self.pixels.append(pixels)
+        self.stamps.append((len(self.pixels) - 1, stamp))
+        return []
+
+    def send(self) -> list[Pending]:
+        """This turn's frames on their way to the model (when it has any), in order."""
+        if not self.pixels:
+            return []
+        result: Turn = asyncio.ensure_future(self.stylize(self.pixels))
+        self.computed += len(self.pixels)
+        ready = [(result, index, stamp) for index, stamp in self.stamps]
+        self.sent = (result, self.stamps[-1][0])
+        self.pixels, self.stamps = [], []
+        return ready
+
+
+async def _write_next(pending: deque[Pending], writer: Any, done: int) -> int:
+    result, index, stamp = pending[0]
+    pixels = (await result)[index]
     pending.popleft()
     await asyncio.to_thread(writer.add, pixels, stamp)
     return done + 1

@@ -36,6 +36,7 @@ def summarize(replicas: dict[str, Snapshot]) -> dict[str, Any]:
         histogram.update(snapshot["batch_sizes"])
     return {
         "replicas": len(replicas),
+        "calls": sum(s["calls"] for s in replicas.values()),
         "inferences": sum(s["inferences"] for s in replicas.values()),
         "batches": sum(s["batches"] for s in replicas.values()),
         "batch_sizes": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),

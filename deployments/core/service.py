@@ -13,6 +13,7 @@ import contextlib
 import functools
 import re
 import secrets
+import statistics
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
@@ -42,7 +43,7 @@ from .webhooks import check_callback
 
 EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotation
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
-FRAME_ATTEMPTS = 5  # a job's frame that the model failed is tried again (elsewhere) this often
+TURN_ATTEMPTS = 5  # a job's turn of frames that the model failed is tried (elsewhere) this often
 PROGRESS_EVERY_S = 0.5  # how often a running video tells the line its frames done
 
 
@@ -50,6 +51,8 @@ class Model(Protocol):
     """The model deployment, as the service calls it."""
 
     async def infer(self, pixels: np.ndarray, style: str, solo: bool) -> np.ndarray: ...
+
+    async def infer_frames(self, frames: np.ndarray, style: str) -> np.ndarray: ...
 
     async def styles(self) -> list[StyleStatus]: ...
 
@@ -190,8 +193,8 @@ class StyleService:
         return Picture(body, cut)
 
     async def compute_clip(self, work: JobWork, client: str, job_id: str | None = None) -> Picture:
-        """A clip's frames decoded here, each stylized in a turn of its own in the line as
-        `client`'s (a job's frames patiently: they wait however long the line is, and its own
+        """A clip's frames decoded here, stylized a turn of several at a time in the line as
+        `client`'s (a job's turns patiently: they wait however long the line is, and its own
         slot is given back), written back here; a job's progress told to the line."""
         if job_id is not None:
             self.line.detach(job_id)
@@ -207,6 +210,7 @@ class StyleService:
                 work.options,
                 self._frame_stylizer(work.options.style, client, job_id),
                 window=self.settings.clip_window,
+                turn_megapixels=await self._turn_megapixels(),
                 progress=self._progress_reporter(job_id),
                 cut_found=cut_found,
             )
@@ -225,8 +229,8 @@ class StyleService:
         ticket_key = f"frames:{job_id or secrets.token_hex(8)}"  # no job waits for this key
         timeout_s = self.settings.request_timeout_s
 
-        async def stylize(pixels: np.ndarray) -> np.ndarray:
-            work = pixels.shape[0] * pixels.shape[1] / 1e6
+        async def stylize(frames: list[np.ndarray]) -> list[np.ndarray]:
+            work = sum(pixels.shape[0] * pixels.shape[1] for pixels in frames) / 1e6
             failures = 0
             while True:
                 turned = False
@@ -234,18 +238,29 @@ class StyleService:
                     async with self.line.turn(client, ticket_key, work, patient=patient) as turn:
                         turned = True
                         async with asyncio.timeout(timeout_s):
-                            stylized = await self.model.infer(pixels, style, False)
+                            stylized = await self.model.infer_frames(np.stack(frames), style)
                         turn.computed = True
-                    return stylized
+                    return list(stylized)
                 except (Overloaded, TimeoutError) as exc:
-                    # A job's frame waits however long the line is full; a model that failed it
-                    # (a replica lost twice, the deadline) is tried FRAME_ATTEMPTS times.
+                    # A job's turn waits however long the line is full; a model that failed it
+                    # (a replica lost twice, the deadline) is tried TURN_ATTEMPTS times.
                     failures += turned
-                    if not patient or failures >= FRAME_ATTEMPTS:
-                        raise _frame_failure(exc) from None
+                    if not patient or failures >= TURN_ATTEMPTS:
+                        raise _turn_failure(exc) from None
                     await asyncio.sleep(getattr(exc, "retry_after_s", None) or 1.0)
 
         return stylize
+
+    async def _turn_megapixels(self) -> float:
+        """The frames' megapixels a model replica stylizes in about `clip_turn_s`, at the
+        speed the replicas measured (none reported yet: 0, a frame a turn)."""
+        snapshots = await self.line.replica_snapshots()
+        speeds = [
+            min(curve.values())
+            for snapshot in snapshots.values()
+            if (curve := snapshot["batch_policy"]["seconds_per_megapixel"])
+        ]
+        return self.settings.clip_turn_s / statistics.median(speeds) if speeds else 0.0
 
     def _progress_reporter(self, job_id: str | None) -> clips.Progress:
         """A job's frames done, told to the line at most every PROGRESS_EVERY_S."""
@@ -389,7 +404,7 @@ class StyleService:
         return await self.process(data, options, EXAMPLES_CLIENT)
 
 
-def _frame_failure(exc: Exception) -> AnimeGANError:
+def _turn_failure(exc: Exception) -> AnimeGANError:
     if isinstance(exc, AnimeGANError):
         return exc
-    return Timeout("a frame was not stylized within the request deadline; retry later")
+    return Timeout("a turn of frames was not stylized within the request deadline; retry later")

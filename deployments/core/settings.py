@@ -81,7 +81,11 @@ class Settings(BaseSettings):
     # An animated picture /v1/stylize answers at once: 32 frames of 512 px take ~35 s on one
     # replica of this machine's (fp32), within request_timeout_s; longer ones go to /v1/jobs.
     max_sync_frames: int = Field(default=32, ge=1)
-    clip_window: int = Field(default=16, ge=1)  # a clip's frames decoded and in flight at once
+    # A clip's frames go to the model in turns of about this much of a replica's time (from
+    # its measured speed; a frame at least): one call and one turn in the line for several
+    # small frames, while another client's picture waits for a turn or two.
+    clip_turn_s: float = Field(default=0.5, ge=0)
+    clip_window: int = Field(default=16, ge=1)  # a clip's turns decoded and in flight at once
 
     # Cache (Serve application)
     cache_max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
