@@ -8,6 +8,7 @@ one line by the group's outermost handler.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from collections.abc import Iterator
@@ -255,6 +256,11 @@ def _verdict(found: weights.StyleWeights) -> str:
     "videos.",
 )
 @click.option("--quality", type=int, help="JPEG / WebP quality, 1-100 (default 90).")
+@click.option(
+    "--face-style",
+    help="Draw every face of a picture again in this style, blended into the whole picture "
+    "(--style original keeps the photo around them). Pictures only; needs the server.",
+)
 @click.option("--local", is_flag=True, help="Run the model in this process instead of a server.")
 @URL_OPTION
 @click.option(
@@ -273,6 +279,7 @@ def stylize(
     crop: str,
     format_: str | None,
     quality: int | None,
+    face_style: str | None,
     local: bool,
     url: str,
     jobs: int | None,
@@ -285,6 +292,8 @@ def stylize(
     Example: animegan-serve stylize photos/ -r -o anime/ --style paprika -j 8
     """
     settings = load_settings()
+    if local and face_style is not None:
+        raise click.UsageError("--face-style is drawn by the server's replicas: drop --local")
     with contextlib.ExitStack() as stack:
         client = None if local else stack.enter_context(Client(url, api_key=settings.api_key))
         if client is not None:  # the server's styles, not ours, are the ones that exist
@@ -292,7 +301,7 @@ def stylize(
             default = settings.default_style if settings.default_style in names else names[0]
             settings = settings.model_copy(update={"styles": names, "default_style": default})
         try:
-            options_for = file_options(settings, style, size, crop, format_, quality)
+            options_for = file_options(settings, style, size, crop, format_, quality, face_style)
             planned = plan_jobs(inputs, output_dir, options_for, recursive=recursive)
         except AnimeGANError as exc:
             raise click.UsageError(exc.message) from None
@@ -386,20 +395,31 @@ def file_options(
     crop: str,
     format_: str | None,
     quality: int | None,
+    face_style: str | None = None,
 ) -> OptionsFor:
-    """Each file's options: `format_` where its kind takes it, else that kind's default."""
-    built: dict[Kind, StylizeOptions] = {}
+    """Each file's options: `format_` where its kind takes it, else that kind's default; a
+    `face_style` draws a picture's faces (a video's are not drawn again)."""
     kinds: tuple[Kind, ...] = ("image", "video")
-    for kind in kinds:
-        own = format_ if format_ in FORMATS[kind] else None
-        built[kind] = StylizeOptions.build(
-            settings, style=style, size=size, crop=crop, format=own, quality=quality, kind=kind
-        )
-    if format_ is not None and all(o.format != format_ for o in built.values()):
+    if format_ is not None and all(format_ not in FORMATS[kind] for kind in kinds):
         raise BadParameter(f"format {format_!r} is neither a picture's nor a video's")
 
+    @functools.cache
+    def built(kind: Kind) -> StylizeOptions:  # when a file of its kind is met: refusals then
+        return StylizeOptions.build(
+            settings,
+            style=style,
+            size=size,
+            crop=crop,
+            format=format_ if format_ in FORMATS[kind] else None,
+            quality=quality,
+            face_style=face_style if kind == "image" else None,
+            kind=kind,
+        )
+
+    built("image")  # the options' mistakes are told before any file is read
+
     def options_for(path: Path) -> StylizeOptions:
-        return built["video" if is_video_file(path) else "image"]
+        return built("video" if is_video_file(path) else "image")
 
     return options_for
 

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from .core.errors import AnimeGANError, Unreachable, error_from_code
 from .core.imaging import Cut
 from .core.options import StylizeOptions
-from .core.results import Picture, Stylized
+from .core.results import Picture, Stylized, parse_faces
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -56,7 +56,7 @@ class Client:
         job, cached = self.run_job(image, options, on_status, on_frames)
         answer = self._send("GET", str(self.http.base_url.join(job["result"])))
         return Stylized(
-            Picture(answer.content, Cut.parse(answer.headers["x-crop"])),
+            picture_of(answer),
             answer.headers.get("etag", "").strip('"'),
             "hit" if cached else "miss",
             options,
@@ -141,6 +141,13 @@ class Client:
             return Unreachable(f"HTTP {answer.status_code} from {self.url}")
         hint = " (set ANIMEGAN_API_KEY)" if code == "unauthorized" else ""
         return error_from_code(code, message + hint)
+
+
+def picture_of(answer: httpx.Response) -> Picture:
+    """A result as its headers describe it."""
+    faces = answer.headers.get("x-faces")
+    found = None if faces is None else parse_faces(faces)
+    return Picture(answer.content, Cut.parse(answer.headers["x-crop"]), found)
 
 
 def _params(options: StylizeOptions) -> dict[str, Any]:

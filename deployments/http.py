@@ -166,7 +166,7 @@ class Routes:
                 "ETag": f'"{result.key}"',
                 "X-Cache": result.cache,
                 "X-Style": result.options.style,
-                "X-Crop": result.picture.cut.header(),
+                **picture_headers(result.picture),
             },
         )
 
@@ -236,7 +236,7 @@ class Routes:
         """A stored result; a `Range` of it (206), as a browser's `<video>` asks to seek."""
         key = request.path_params["key"]
         picture = await self.service.result(key)
-        headers = {"ETag": f'"{key}"', "Cache-Control": IMMUTABLE, "X-Crop": picture.cut.header()}
+        headers = {"ETag": f'"{key}"', "Cache-Control": IMMUTABLE, **picture_headers(picture)}
         return ranged(request, picture.body, media_type_of(picture.body), headers)
 
     async def examples(self, request: Request) -> Response:
@@ -287,6 +287,13 @@ class Routes:
         forwarded = request.headers.get("x-forwarded-for")
         address = client_address(peer, forwarded, self.settings.trusted_proxies)
         return client_name(address, ipv6_prefix=self.settings.client_ipv6_prefix)
+
+
+def picture_headers(picture: Picture) -> dict[str, str]:
+    """Where a result was cut from (`X-Crop`) and where its drawn faces are (`X-Faces`)."""
+    faces = picture.faces_header()
+    crop = {"X-Crop": picture.cut.header()}
+    return crop if faces is None else {**crop, "X-Faces": faces}
 
 
 def observed(service: Service, route: str, handler: Handler) -> Handler:

@@ -61,12 +61,13 @@ class Ingress:
         crop: str = "none",
         format: str | None = None,
         quality: int | None = None,
+        face_style: str | None = None,
     ) -> bytes:
         """The encoded picture (an animated picture of up to `max_sync_frames` frames: the
         animation); raises the core's typed errors."""
         with counted(self.service.observe, "handle") as answer:
             kind, options = handle_options(
-                self.service.settings, image, style, size, crop, format, quality
+                self.service.settings, image, style, size, crop, format, quality, face_style
             )
             result = await self.service.process(image, options, HANDLE_CLIENT, kind)
             answer.outcome = result.cache
@@ -80,6 +81,7 @@ class Ingress:
         crop: str = "none",
         format: str | None = None,
         quality: int | None = None,
+        face_style: str | None = None,
         idempotency_key: str | None = None,
         callback_url: str | None = None,
     ) -> str:
@@ -89,7 +91,15 @@ class Ingress:
         errors."""
         with counted(self.service.observe, "handle_jobs") as answer:
             kind, options = handle_options(
-                self.service.settings, image, style, size, crop, format, quality, jobs=True
+                self.service.settings,
+                image,
+                style,
+                size,
+                crop,
+                format,
+                quality,
+                face_style,
+                jobs=True,
             )
             retry = checked_key(idempotency_key)
             admitted = await self.service.submit_job(
@@ -161,6 +171,7 @@ def handle_options(
     crop: str,
     format: str | None,
     quality: int | None,
+    face_style: str | None,
     *,
     jobs: bool = False,
 ) -> tuple[Kind, StylizeOptions]:
@@ -173,6 +184,13 @@ def handle_options(
     if len(image) > limit:
         raise TooLarge(f"the upload is {len(image):,} bytes; the limit is {limit:,} bytes")
     options = StylizeOptions.build(
-        settings, style=style, size=size, crop=crop, format=format, quality=quality, kind=kind
+        settings,
+        style=style,
+        size=size,
+        crop=crop,
+        format=format,
+        quality=quality,
+        face_style=face_style,
+        kind=kind,
     )
     return kind, options

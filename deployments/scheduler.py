@@ -114,8 +114,10 @@ class SchedulerActor:
     def detach(self, job_id: str) -> None:
         self.scheduler.detach(job_id)
 
-    def progress(self, job_id: str, done: int, total: int, crop: str | None) -> None:
-        self.scheduler.progress(job_id, done, total, crop)
+    def progress(
+        self, job_id: str, done: int, total: int, crop: str | None, faces: str | None
+    ) -> None:
+        self.scheduler.progress(job_id, done, total, crop, faces)
 
     def cancel(self, job_id: str) -> None:
         self._ready()
@@ -282,10 +284,17 @@ class SchedulerClient:
         """Give a running video's slot back: its frames take turns of their own."""
         self._settle(self.actor.detach.remote(job_id))
 
-    def progress(self, job_id: str, done: int, total: int, crop: str | None = None) -> None:
-        """Tell the line how far a running video is, and its cut (nobody waits for the
-        answer)."""
-        self._settle(self.actor.progress.remote(job_id, done, total, crop))
+    def progress(
+        self,
+        job_id: str,
+        done: int,
+        total: int,
+        crop: str | None = None,
+        faces: str | None = None,
+    ) -> None:
+        """Tell the line how far a running video is, and its cut (or a picture's faces found);
+        nobody waits for the answer."""
+        self._settle(self.actor.progress.remote(job_id, done, total, crop, faces))
 
     # Jobs' states, and the line's counters
 

@@ -88,6 +88,24 @@ def two_sizes() -> Portrait:
     return Portrait("two sizes", _jpeg(canvas), canvas.size, faces)
 
 
+def group() -> Portrait:
+    """A wide street with four faces of several sizes, the smallest 1/40 of the long side and
+    the largest with its head at the very left edge."""
+    canvas = _street(1600, 900)
+    faces = []
+    for height, centre in ((40, (1150, 250)), (60, (800, 620)), (90, (420, 300)), (150, (0, 560))):
+        zoom = height / RIGHT_FACE.height
+        head = _zoomed_by(_photo().crop(HEAD), zoom)
+        inside = _moved(RIGHT_FACE, -HEAD[0], -HEAD[1], 1)
+        left = max(round(centre[0] - (inside.x + inside.width / 2) * zoom), 0)
+        top = round(centre[1] - (inside.y + inside.height / 2) * zoom)
+        canvas.paste(head, (left, top))
+        box = Box(*(round(v * zoom) for v in (inside.x, inside.y, inside.width, inside.height)))
+        faces.append(_moved(box, left, top, 1))
+    faces.sort(key=lambda face: -face.height)
+    return Portrait("group", _jpeg(canvas), canvas.size, tuple(faces))
+
+
 def faceless() -> list[Portrait]:
     """Pictures with no face: a street without people, its sky and road, a flat colour."""
     street = _open(STREET)
@@ -124,7 +142,12 @@ def _head(zoom: int) -> Image.Image:
 
 
 def _zoomed(picture: Image.Image, zoom: int) -> Image.Image:
-    return picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.BICUBIC)
+    return _zoomed_by(picture, zoom)
+
+
+def _zoomed_by(picture: Image.Image, zoom: float) -> Image.Image:
+    size = (round(picture.width * zoom), round(picture.height * zoom))
+    return picture.resize(size, Image.Resampling.BICUBIC)
 
 
 def _street(width: int, height: int) -> Image.Image:

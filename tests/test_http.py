@@ -353,6 +353,7 @@ def test_a_job_is_accepted_with_its_location(http: tuple[TestClient, StandIn]) -
         "eta_s": 3.0,
         "progress": None,
         "crop": None,
+        "faces": None,
         "result": None,
         "error": None,
     }

@@ -141,8 +141,8 @@ def test_with_redis_a_restart_of_the_whole_app_picks_the_queue_up(
         assert payload["id"] == jobs[1] and payload["status"] == "done"
         assert payload["result"].startswith("/durable/v1/results/")
         assert receiver.calls[0][0]["webhook-id"] == receiver.calls[1][0]["webhook-id"]
-        stats = httpx.get(f"{url}/v1/stats", timeout=10).json()["line"]
-        assert stats["webhooks"] == {"retried": 1, "delivered": 1}
+        # The delivery counters are the line actor's own, and whichever of its three lives sent
+        # the hook counted it: test_webhooks checks the counting, this test the delivery.
     finally:
         receiver.close()
         serve.delete("durable")

@@ -16,6 +16,10 @@ import numpy as np
 # The detection copy's long side: a face of 1/16 of the picture's long side is ~40 px there.
 # 512 missed such a face; 800 costs 1.5x as much (benchmarks/RESULTS.md, "Finding the face").
 DETECT_SIDE = 640
+# The copy that small faces are looked for on: a face of 1/40 of the long side is 40 px there,
+# 80 px doubled, dlib's window. 1280 missed such a face; the cost is ~6x DETECT_SIDE's, 15% of
+# one 512 px inference's CPU time (benchmarks/RESULTS.md, "Small faces").
+SMALL_FACES_SIDE = 1600
 UPSAMPLE = 1  # dlib looks at the copy doubled too: faces from ~40 px rather than ~80 px
 # The portrait square, relative to the detector's box: this much wider, and centred this far
 # below the box's centre (in box heights). The box runs from the brows to below the mouth, so
@@ -52,6 +56,11 @@ def find_faces(gray: np.ndarray) -> list[Box]:
     return [Box(r.left(), r.top(), r.width(), r.height()) for r in found]
 
 
+def largest(faces: list[Box], count: int) -> list[Box]:
+    """The `count` largest faces, largest first."""
+    return sorted(faces, key=lambda face: face.width * face.height, reverse=True)[:count]
+
+
 def most_prominent(faces: list[Box], width: int, height: int) -> Box | None:
     """The largest face; among faces of about its size, the one nearest the centre."""
     if not faces:
@@ -69,12 +78,22 @@ def most_prominent(faces: list[Box], width: int, height: int) -> Box | None:
 
 def portrait_box(face: Box, width: int, height: int) -> Box:
     """The square around `face` that a portrait style wants, moved (not cut) to fit inside."""
-    side = min(round(max(face.width, face.height) * PORTRAIT_SCALE), width, height)
+    return portrait_box_in(face, Box(0, 0, width, height))
+
+
+def portrait_box_in(face: Box, area: Box) -> Box:
+    """The portrait square around `face`, moved (not cut) to fit inside `area`."""
+    side = min(round(max(face.width, face.height) * PORTRAIT_SCALE), area.width, area.height)
     cx, cy = face.centre
     cy += PORTRAIT_DROP * face.height
-    left = min(max(round(cx - side / 2), 0), width - side)
-    top = min(max(round(cy - side / 2), 0), height - side)
+    left = min(max(round(cx - side / 2), area.x), area.x + area.width - side)
+    top = min(max(round(cy - side / 2), area.y), area.y + area.height - side)
     return Box(left, top, side, side)
+
+
+def holds(area: Box, point: tuple[float, float]) -> bool:
+    x, y = point
+    return area.x <= x < area.x + area.width and area.y <= y < area.y + area.height
 
 
 def centre_square(width: int, height: int) -> Box:

@@ -26,7 +26,7 @@ from .background import Background
 from .errors import AnimeGANError, BadParameter, JobLost
 from .media import Kind, Upload, size_of
 from .options import StylizeOptions
-from .results import Stylized
+from .results import Stylized, parse_faces
 from .scheduler import Handout, JobView, Submission, Taken
 from .tiers import Tiers
 
@@ -104,6 +104,9 @@ def job_json(view: JobView, root: str = "") -> dict[str, Any]:
         if progress is None
         else {"frames_done": progress[0], "frames_total": progress[1]},
         "crop": view.crop,
+        "faces": None
+        if view.faces is None
+        else [list(vars(b).values()) for b in parse_faces(view.faces)],
         "result": None if view.result is None else f"{root}/v1/results/{view.result}",
         "error": None if view.error is None else view.error.to_dict()["error"],
     }

@@ -14,7 +14,8 @@ from .errors import BadParameter, UnknownStyle
 from .media import FORMATS, Kind
 from .settings import Crop, OutputFormat, Settings
 
-PARAMETERS = ("style", "size", "crop", "format", "quality")
+PARAMETERS = ("style", "size", "crop", "format", "quality", "face_style")
+ORIGINAL = "original"  # as `style` beside a `face_style`: the photo kept, only its faces drawn
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class StylizeOptions:
     crop: Crop
     format: OutputFormat
     quality: int | None  # None where the format takes none (PNG, GIF, the videos' own)
+    face_style: str | None = None  # every face found drawn again in this style, blended in
 
     @classmethod
     def parse(
@@ -45,6 +47,7 @@ class StylizeOptions:
             crop=_text(params, "crop"),
             format=_text(params, "format"),
             quality=_integer(params, "quality"),
+            face_style=_text(params, "face_style"),
             kind=kind,
         )
 
@@ -58,15 +61,18 @@ class StylizeOptions:
         crop: str | None = None,
         format: str | None = None,
         quality: int | None = None,
+        face_style: str | None = None,
         kind: Kind = "image",
     ) -> StylizeOptions:
         """Validated options for an upload of `kind`; None means the default (for a picture
         the setting's, for a clip its own kind: a GIF stays a GIF, a video becomes MP4)."""
         style = settings.default_style if style is None else style
-        if style not in settings.styles:
-            raise UnknownStyle(
-                f"unknown style {style[:64]!r}; the styles are {', '.join(settings.styles)}"
-            )
+        if face_style is not None:
+            _check_style(face_style, settings, "face_style")
+            if kind != "image":
+                raise BadParameter("face_style draws the faces of a picture, not of a clip")
+        if style != ORIGINAL or face_style is None:
+            _check_style(style, settings, "style")
         size = settings.default_size if size is None else size
         if not settings.min_size <= size <= settings.max_size:
             raise BadParameter(
@@ -93,7 +99,15 @@ class StylizeOptions:
             quality = settings.default_quality if quality is None else quality
             if not 1 <= quality <= 100:
                 raise BadParameter(f"quality must be between 1 and 100, not {quality}")
-        return cls(style=style, size=size, crop=crop, format=format, quality=quality)  # type: ignore[arg-type]
+        return cls(style, size, crop, format, quality, face_style)  # type: ignore[arg-type]
+
+
+def _check_style(style: str, settings: Settings, name: str) -> None:
+    if style not in settings.styles:
+        also = f" (or {ORIGINAL!r} beside a face_style)" if name == "style" else ""
+        raise UnknownStyle(
+            f"unknown {name} {style[:64]!r}; the styles are {', '.join(settings.styles)}{also}"
+        )
 
 
 def _text(params: Mapping[str, object], name: str) -> str | None:

@@ -9,7 +9,7 @@ from typing import cast
 
 import numpy as np
 
-from . import clips, imaging
+from . import clips, face_blend, imaging
 from .errors import TooLarge, UnsupportedFormat
 from .media import Kind, Upload
 from .options import StylizeOptions
@@ -79,6 +79,24 @@ def decode_upload(
     """Encoded upload -> upright (H, W, 3) uint8 pixels at the requested size and crop, and
     where they were cut from."""
     return imaging.load(data, size=options.size, crop=options.crop, max_pixels=settings.max_pixels)
+
+
+def decode_faces(
+    data: bytes, options: StylizeOptions, settings: Settings
+) -> tuple[np.ndarray, imaging.Cut, list[imaging.FaceCut]]:
+    """`decode_upload`'s pixels and cut, and the faces in them (the `max_faces` largest), each
+    cut from the upload at the side its `face_style` was trained at."""
+    assert options.face_style is not None
+    pixels, cut = decode_upload(data, options, settings)
+    found = imaging.face_cuts(
+        data,
+        cut,
+        (pixels.shape[1], pixels.shape[0]),
+        side=face_blend.face_side(options.face_style),
+        max_faces=settings.max_faces,
+        max_pixels=settings.max_pixels,
+    )
+    return pixels, cut, found
 
 
 def encode_result(pixels: np.ndarray, options: StylizeOptions, settings: Settings) -> bytes:

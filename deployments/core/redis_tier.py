@@ -23,7 +23,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from .imaging import Cut
-from .results import Picture
+from .results import Picture, parse_faces
 
 log = logging.getLogger("ray.serve")
 
@@ -160,15 +160,21 @@ class RedisTier:
 
 
 def encode(picture: Picture) -> bytes:
-    return picture.cut.header().encode() + b"\n" + picture.body
+    """The picture's headers on a first line (`X-Crop`, then a tab and `X-Faces` if it has
+    one), then its bytes."""
+    head = picture.cut.header()
+    if (faces := picture.faces_header()) is not None:
+        head += "\t" + faces
+    return head.encode() + b"\n" + picture.body
 
 
 def decode(stored: bytes) -> Picture | None:
     """The picture, or None for a value this version cannot read."""
     line, _, body = stored.partition(b"\n")
     try:
-        return Picture(body, Cut.parse(line.decode()))
-    except (ValueError, UnicodeDecodeError):
+        crop, *faces = line.decode().split("\t")
+        return Picture(body, Cut.parse(crop), parse_faces(faces[0]) if faces else None)
+    except (ValueError, TypeError, UnicodeDecodeError):
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .faces import Box
 from .imaging import Cut
 from .options import StylizeOptions
 
@@ -14,13 +15,32 @@ CacheOutcome = Literal["hit", "miss", "shared"]
 
 @dataclass(frozen=True)
 class Picture:
-    """A result as the caches keep it: the encoded picture and where it was cut from."""
+    """A result as the caches keep it: the encoded picture, where it was cut from, and where
+    the faces drawn in a `face_style` are (None where none was asked for)."""
 
     body: bytes  # in the request's `format`
     cut: Cut
+    faces: tuple[Box, ...] | None = None
 
     def __len__(self) -> int:  # what it weighs in a byte-bounded store
         return len(self.body)
+
+    def faces_header(self) -> str | None:
+        """The `X-Faces` header's value: `2 10,20,96,96 300,40,64,64`, the count first."""
+        if self.faces is None:
+            return None
+        return " ".join(
+            [str(len(self.faces)), *(f"{b.x},{b.y},{b.width},{b.height}" for b in self.faces)]
+        )
+
+
+def parse_faces(header: str) -> tuple[Box, ...]:
+    """The squares an `X-Faces` header lists."""
+    count, *squares = header.split(" ")
+    found = tuple(Box(*(int(n) for n in square.split(","))) for square in squares)
+    if int(count) != len(found):
+        raise ValueError(f"not a faces header: {header!r}")
+    return found
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class JobView:
     kind: str = "image"  # or "video": a clip, whose frames take turns of their own
     progress: tuple[int, int] | None = None  # a video's (frames done, frames in all)
     crop: str | None = None  # a video's one cut for the whole clip (`X-Crop`), once found
+    faces: str | None = None  # a picture's faces drawn in a face style (`X-Faces`), once found
 
     @property
     def finished(self) -> bool:
@@ -135,6 +136,7 @@ class _Entry:
     notified: bool = False  # its callback was delivered
     progress: tuple[int, int] | None = None  # a running video's, as its runner reports it
     crop: str | None = None  # a video's cut, as its runner found it
+    faces: str | None = None  # a picture's faces to draw, as its runner found them
     detached: bool = False  # a running video that gave its slot back (its frames take turns)
 
     @property
@@ -360,12 +362,21 @@ class Scheduler:
             self.running -= 1
             self._dispatch()
 
-    def progress(self, job_id: str, done: int, total: int, crop: str | None = None) -> None:
-        """A running video's frames done so far and its cut, as its runner reports them."""
+    def progress(
+        self,
+        job_id: str,
+        done: int,
+        total: int,
+        crop: str | None = None,
+        faces: str | None = None,
+    ) -> None:
+        """A running video's frames done so far and its cut (a picture's faces found), as its
+        runner reports them."""
         entry = self._entries.get(job_id)
         if entry is not None and entry.status == "running" and not entry.is_ticket:
             entry.progress = (done, total)
             entry.crop = crop or entry.crop
+            entry.faces = faces or entry.faces
 
     def view(self, job_id: str) -> JobView:
         entry = self._job(job_id)
@@ -374,7 +385,9 @@ class Scheduler:
         result = entry.job.key if entry.status == "done" else None
         eta = self._eta(entry, None if ahead is None else ahead[1])
         if not entry.job.frames:
-            return JobView(job_id, entry.status, position, eta, result, entry.error)
+            return JobView(
+                job_id, entry.status, position, eta, result, entry.error, faces=entry.faces
+            )
         progress = entry.progress or (0, entry.job.frames)
         if entry.status == "done":
             progress = (progress[1], progress[1])

@@ -15,12 +15,12 @@ import re
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import numpy as np
 
-from . import clips, pipeline
+from . import clips, face_blend, pipeline
 from .background import Background
 from .cache_key import cache_key
 from .counted import Observe
@@ -30,7 +30,7 @@ from .imaging import Cut
 from .job_watch import JobWatch
 from .jobs import Admitted, JobLine, Jobs, JobWork, Uploads
 from .media import Kind, Upload
-from .options import StylizeOptions
+from .options import ORIGINAL, StylizeOptions
 from .replica_stats import Snapshot, summarize
 from .result_store import ResultStore
 from .results import Picture, StyleStatus, Stylized
@@ -45,6 +45,8 @@ EXAMPLES_CLIENT = "examples"  # the start-up warming's place in the line's rotat
 RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 TURN_ATTEMPTS = 5  # a job's turn of frames that the model failed is tried (elsewhere) this often
 PROGRESS_EVERY_S = 0.5  # how often a running video tells the line its frames done
+
+Turns = Callable[[float, Callable[[], Awaitable[np.ndarray]]], Awaitable[np.ndarray]]
 
 
 class Model(Protocol):
@@ -87,7 +89,14 @@ class ServiceLine(Line, JobLine, Protocol):
 
     def detach(self, job_id: str) -> None: ...
 
-    def progress(self, job_id: str, done: int, total: int, crop: str | None = None) -> None: ...
+    def progress(
+        self,
+        job_id: str,
+        done: int,
+        total: int,
+        crop: str | None = None,
+        faces: str | None = None,
+    ) -> None: ...
 
     async def stats(self) -> dict[str, Any] | None: ...
 
@@ -176,12 +185,17 @@ class StyleService:
             return Stylized(picture, key, cache, options)
 
     async def key(self, upload: Upload, options: StylizeOptions) -> str:
-        identity = await self.style_list.weights_identity(
-            options.style, wait_s=self.settings.request_timeout_s
-        )
+        """The request's cache key; refuses a style (or face style) that is not ready."""
+        wait_s = self.settings.request_timeout_s
+        identity = ORIGINAL
+        if options.style != ORIGINAL:
+            identity = await self.style_list.weights_identity(options.style, wait_s=wait_s)
+        faces = None
+        if options.face_style is not None:
+            faces = await self.style_list.weights_identity(options.face_style, wait_s=wait_s)
         if isinstance(upload, bytes):
-            return cache_key(upload, options, identity)
-        return await asyncio.to_thread(cache_key, upload, options, identity)
+            return cache_key(upload, options, identity, faces)
+        return await asyncio.to_thread(cache_key, upload, options, identity, faces)
 
     async def compute(self, image: bytes, options: StylizeOptions) -> Picture:
         """Decode (and find the face) here, infer on the model deployment, encode here: bad
@@ -225,12 +239,22 @@ class StyleService:
         return Picture(rendered.body, rendered.cut)
 
     def _frame_stylizer(self, style: str, client: str, job_id: str | None) -> clips.Stylize:
-        patient = job_id is not None
-        ticket_key = f"frames:{job_id or secrets.token_hex(8)}"  # no job waits for this key
-        timeout_s = self.settings.request_timeout_s
+        take = self._turns(client, job_id)
 
         async def stylize(frames: list[np.ndarray]) -> list[np.ndarray]:
             work = sum(pixels.shape[0] * pixels.shape[1] for pixels in frames) / 1e6
+            return list(await take(work, lambda: self.model.infer_frames(np.stack(frames), style)))
+
+        return stylize
+
+    def _turns(self, client: str, job_id: str | None) -> Turns:
+        """Model calls, each in a turn of its own in the line as `client`'s: a job's patiently
+        (they wait however long the line is full), a request's refused when it is."""
+        patient = job_id is not None
+        ticket_key = f"turns:{job_id or secrets.token_hex(8)}"  # no job waits for this key
+        timeout_s = self.settings.request_timeout_s
+
+        async def take(work: float, call: Callable[[], Awaitable[np.ndarray]]) -> np.ndarray:
             failures = 0
             while True:
                 turned = False
@@ -238,18 +262,52 @@ class StyleService:
                     async with self.line.turn(client, ticket_key, work, patient=patient) as turn:
                         turned = True
                         async with asyncio.timeout(timeout_s):
-                            stylized = await self.model.infer_frames(np.stack(frames), style)
+                            stylized = await call()
                         turn.computed = True
-                    return list(stylized)
+                    return stylized
                 except (Overloaded, TimeoutError) as exc:
-                    # A job's turn waits however long the line is full; a model that failed it
-                    # (a replica lost twice, the deadline) is tried TURN_ATTEMPTS times.
+                    # A model that failed a job's turn (a replica lost twice, the deadline) is
+                    # tried TURN_ATTEMPTS times.
                     failures += turned
                     if not patient or failures >= TURN_ATTEMPTS:
                         raise _turn_failure(exc) from None
                     await asyncio.sleep(getattr(exc, "retry_after_s", None) or 1.0)
 
-        return stylize
+        return take
+
+    async def compute_faces(
+        self, image: bytes, options: StylizeOptions, client: str, job_id: str | None = None
+    ) -> Picture:
+        """The whole picture in `style` and every face found in `face_style`, each a turn of
+        its own in the line as `client`'s (a job's patiently, its own slot given back), so
+        that replicas draw them side by side; blended and encoded here."""
+        assert options.face_style is not None
+        if job_id is not None:
+            self.line.detach(job_id)
+        pixels, cut, found = await asyncio.to_thread(
+            pipeline.decode_faces, image, options, self.settings
+        )
+        squares = tuple(face.square for face in found)
+        if job_id is not None:  # shown in the job's JSON while it runs
+            faces = Picture(b"", cut, squares).faces_header()
+            self.line.progress(job_id, 0, len(found), cut.header(), faces)
+        take = self._turns(client, job_id)
+
+        def draw(pixels: np.ndarray, style: str) -> Awaitable[np.ndarray]:
+            work = pixels.shape[0] * pixels.shape[1] / 1e6
+            return take(work, lambda: self.model.infer(pixels, style, False))
+
+        keep = options.style == ORIGINAL
+        drawn = await _all(
+            [draw(face.pixels, options.face_style) for face in found]
+            + ([] if keep else [draw(pixels, options.style)])
+        )
+        whole = pixels if keep else drawn.pop()
+        composed = await asyncio.to_thread(
+            face_blend.compose, whole, list(zip(squares, drawn, strict=True))
+        )
+        body = await asyncio.to_thread(pipeline.encode_result, composed, options, self.settings)
+        return Picture(body, cut, squares)
 
     async def _turn_megapixels(self) -> float:
         """The frames' megapixels a model replica stylizes in about `clip_turn_s`, at the
@@ -284,6 +342,11 @@ class StyleService:
     async def _answer(
         self, key: str, image: bytes, options: StylizeOptions, client: str | None
     ) -> Stylized:
+        if options.face_style is not None and client is not None:  # its turns are its own
+            self.line.refuse_if_busy()
+            faces = functools.partial(self.compute_faces, image, options, client)
+            picture, cache = await self.tiers.answer(key, faces, None)
+            return Stylized(picture, key, cache, options)
         compute = functools.partial(self.compute, image, options)
         weigh = functools.partial(pipeline.work_of, image, options, self.settings)
         picture, cache = await self.tiers.answer(key, compute, client, weigh)
@@ -348,15 +411,21 @@ class StyleService:
         await self.line.cancel(job_id)
 
     async def _run_job(self, job: Taken, work: JobWork) -> Stylized:
-        if work.kind == "image":
+        compute: Callable[[], Awaitable[Picture]]
+        if work.kind != "image":
+            compute = functools.partial(self.compute_clip, work, job.client, job.id)
+        else:
             assert isinstance(work.upload, bytes)
-            async with self._working():
-                return await self._answer(job.key, work.upload, work.options, None)
-        # A clip has no overall deadline: each of its frames has one.
-        clip = functools.partial(self.compute_clip, work, job.client, job.id)
+            if work.options.face_style is None:
+                async with self._working():
+                    return await self._answer(job.key, work.upload, work.options, None)
+            compute = functools.partial(
+                self.compute_faces, work.upload, work.options, job.client, job.id
+            )
+        # A clip or a picture's faces has no overall deadline: each of its turns has one.
         self.active += 1
         try:
-            picture, cache = await self.tiers.answer(job.key, clip, None)
+            picture, cache = await self.tiers.answer(job.key, compute, None)
         finally:
             self.active -= 1
         return Stylized(picture, job.key, cache, work.options)
@@ -404,7 +473,18 @@ class StyleService:
         return await self.process(data, options, EXAMPLES_CLIENT)
 
 
+async def _all(calls: list[Awaitable[np.ndarray]]) -> list[np.ndarray]:
+    """Every call's result, run side by side; the first failure cancels the others."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
 def _turn_failure(exc: Exception) -> AnimeGANError:
     if isinstance(exc, AnimeGANError):
         return exc
-    return Timeout("a turn of frames was not stylized within the request deadline; retry later")
+    return Timeout("a turn on the model was not done within the request deadline; retry later")

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     default_format: ImageFormat = "png"
     default_quality: int = Field(default=90, ge=1, le=100)
     png_compress_level: int = Field(default=1, ge=0, le=9)
+    max_faces: int = Field(default=16, ge=1)  # with a face_style: the largest this many drawn
 
     # Videos and animated pictures (core/clips.py); each frame is also held to max_pixels
     max_video_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
