@@ -44,3 +44,23 @@ def test_bad_parameters_are_refused_with_a_readable_reason(
 ) -> None:
     with pytest.raises(error, match=fragment):
         StylizeOptions.parse(params, SETTINGS)
+
+
+def test_a_face_style_names_a_configured_style_and_original_keeps_the_photo() -> None:
+    options = StylizeOptions.parse({"style": "original", "face_style": "celeba_distill"}, SETTINGS)
+    assert (options.style, options.face_style) == ("original", "celeba_distill")
+    with pytest.raises(UnknownStyle, match="unknown face_style 'nope'"):
+        StylizeOptions.parse({"face_style": "nope"}, SETTINGS)
+    with pytest.raises(UnknownStyle, match="beside a face_style"):
+        StylizeOptions.parse({"style": "original"}, SETTINGS)
+    with pytest.raises(BadParameter, match="not of a clip"):
+        StylizeOptions.parse({"face_style": "paprika"}, SETTINGS, "animation")
+
+
+def test_size_original_is_the_largest_size_which_never_enlarges() -> None:
+    assert StylizeOptions.parse({"size": "original"}, SETTINGS).size == SETTINGS.max_size == 2048
+    assert StylizeOptions.build(SETTINGS, size="original") == StylizeOptions.parse(
+        {"size": "2048"}, SETTINGS
+    )
+    with pytest.raises(BadParameter, match="whole number or 'original'"):
+        StylizeOptions.build(SETTINGS, size="huge")

@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests import clips as made
 from tests.conftest import SHARED_PHOTOS, Service, jpeg_bytes, smooth_picture
-from tests.portraits import PHOTO, faceless, pair
+from tests.portraits import PHOTO, faceless, group, pair
 from tests.test_serve_examples import warmed
 from tests.test_serve_jobs import idle
 
@@ -299,3 +299,23 @@ def test_a_video_plays_beside_the_original_with_its_duration(page: Page, tmp_pat
     assert any(line.startswith("Stylizing: frame") and "of 36" in line for line in said), said
     name = page.get_attribute("#download", "download")
     assert name is not None and name.startswith("pan-paprika.")
+
+
+def test_a_group_photo_s_faces_are_drawn_in_the_face_style_and_outlined(
+    page: Page, tmp_path: Path
+) -> None:
+    path = tmp_path / "group.jpg"
+    path.write_bytes(group().data + b"page-faces")  # a key of this test's own
+    page.set_input_files("#file", path)
+    page.select_option("#style", "paprika")
+    page.select_option("#face-style", "celeba_distill")
+    page.select_option("#size", "1024")
+    stylize(page)
+    expect(page.locator("#cut")).to_have_text("4 faces drawn in celeba_distill", timeout=120_000)
+    expect(page.locator("#dims")).to_have_text("1024 \u00d7 576 px")
+    boxes = page.locator("#compare .face-box")
+    expect(boxes).to_have_count(4)
+    expect(boxes.first).to_have_css("opacity", "0")
+    page.hover("#compare")
+    expect(boxes.first).to_have_css("opacity", "1")  # outlined while the pointer is on it
+    expect(page.locator("#full")).to_be_visible()  # wider than the page shows it

@@ -70,6 +70,20 @@ def test_a_miss_then_a_hit_with_the_documented_headers(service: Service) -> None
     assert second.content == first.content
 
 
+def test_size_original_answers_a_fifty_megapixel_upload_at_max_size(service: Service) -> None:
+    """A 40,000 x 1,250 px panorama (50 megapixels): a 2048 px result, cut to `max_size`."""
+    ramp = np.linspace(0, 255, 40_000, dtype=np.float32)
+    row = np.stack([ramp, 255 - ramp, np.full_like(ramp, 128)], -1).astype(np.uint8)
+    panorama = jpeg_bytes(np.broadcast_to(row[None], (1250, 40_000, 3)).copy())
+    answer = post(service, panorama, style="paprika", size="original")
+    assert answer.status_code == 200, answer.text
+    assert Image.open(io.BytesIO(answer.content)).size == (2048, 64)
+    again = post(service, panorama, style="paprika", size=2048)  # the same request
+    assert again.headers["x-cache"] == "hit"
+    too_big = post(service, panorama, style="paprika", size=4096)
+    assert too_big.status_code == 400 and "between 16 and 2048" in too_big.text
+
+
 def test_fp32_output_matches_the_reference_port(service: Service, photo_bytes: bytes) -> None:
     answer = post(service, photo_bytes, style="face_paint_512_v1", size=128)
     assert answer.status_code == 200, answer.text

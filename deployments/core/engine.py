@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import tiles
 from .errors import AnimeGANError, StyleNotReady, UnknownStyle, WeightsError
 from .network import MIN_SIDE, Generator
 from .results import StyleStatus
@@ -30,6 +31,11 @@ from .weights import ProgressHook, ensure, load_state_dict, registry
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# Peak memory of one inference per input pixel, beyond the process's own (benchmarks/RESULTS.md,
+# "Large pictures": measured at 1024 to 4096 px), and what tiles overlap by.
+BYTES_PER_PIXEL = {"fp32": 600, "bf16": 600}
+TILE_OVERLAP = 64
+MIN_TILE = 256
 MIN_PSNR_DB = 40.0
 GATE_SIDE = 192  # side of the picture the precision gate times and compares on
 
@@ -44,10 +50,19 @@ class Engine:
         precision: str,
         statuses: Mapping[str, StyleStatus] | None = None,
         precision_reason: str = "",
+        memory_bytes: int | None = None,
     ) -> None:
         self.precision = precision
         self.precision_reason = precision_reason
         self.dtype = DTYPES[precision]
+        # The pixels one call may hold at once within `memory_bytes` (no bound: None); a
+        # picture larger than that runs in square tiles of at most as many.
+        self.max_pixels = (
+            None if memory_bytes is None else memory_bytes // BYTES_PER_PIXEL[precision]
+        )
+        self.tile = (
+            None if self.max_pixels is None else max(MIN_TILE, math.isqrt(self.max_pixels) // 4 * 4)
+        )
         # Copies: converting a module's dtype is in place, and callers keep theirs.
         self.networks = {
             name: _prepare(copy.deepcopy(net), self.dtype) for name, net in networks.items()
@@ -90,7 +105,13 @@ class Engine:
             settings.precision, next(iter(networks.values()), None)
         )
         log.info("precision %s: %s", precision, reason)
-        engine = cls(networks, precision=precision, statuses=statuses, precision_reason=reason)
+        engine = cls(
+            networks,
+            precision=precision,
+            statuses=statuses,
+            precision_reason=reason,
+            memory_bytes=settings.inference_memory_bytes,
+        )
         engine.warm_up(settings.default_size)
         return engine
 
@@ -111,9 +132,28 @@ class Engine:
             if status is None:
                 raise UnknownStyle(f"unknown style {style!r}")
             raise StyleNotReady(f"style {style!r} is not ready: {status.error}")
+        height, width = images[0].shape[:2]
+        if self.max_pixels is None or len(images) * height * width <= self.max_pixels:
+            return self._run(network, images, threads, tile=None)
+        if height * width > self.max_pixels:  # one at a time, in tiles
+            return [self._run(network, [image], threads, self.tile)[0] for image in images]
+        step = self.max_pixels // (height * width)  # as many at once as fit
+        return [
+            out
+            for start in range(0, len(images), step)
+            for out in self._run(network, images[start : start + step], threads, tile=None)
+        ]
+
+    def _run(
+        self,
+        network: Generator,
+        images: Sequence[np.ndarray],
+        threads: int | None,
+        tile: int | None,
+    ) -> list[np.ndarray]:
         batch = torch.from_numpy(np.stack(images))  # (N, H, W, 3) uint8
         with torch.inference_mode(), torch_threads(threads):
-            out = run_network(network, batch.permute(0, 3, 1, 2), self.dtype)
+            out = run_network(network, batch.permute(0, 3, 1, 2), self.dtype, tile=tile)
         pixels = out.permute(0, 2, 3, 1).numpy()  # contiguous: `out` is channels_last
         return list(pixels)
 
@@ -185,14 +225,21 @@ def _prepare(network: Generator, dtype: torch.dtype) -> Generator:
     return network.to(dtype=dtype, memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
 
 
-def run_network(network: Generator, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> uint8 (N, 3, H, W) with the reference port's pre/post-processing."""
+def run_network(
+    network: Generator, images: torch.Tensor, dtype: torch.dtype, *, tile: int | None = None
+) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> uint8 (N, 3, H, W) with the reference port's pre/post-processing;
+    in tiles of at most `tile` px a side where given (core/tiles.py)."""
     height, width = images.shape[-2:]
     x = images.float().mul_(2 / 255).sub_(1).to(dtype)  # x / 255 * 2 - 1
     if height < MIN_SIDE or width < MIN_SIDE:
         # Too small for the network's reflection pads: grow by edge replication, crop after.
         x = F.pad(x, (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height)), mode="replicate")
-    y: torch.Tensor = network(x)[..., :height, :width]
+    if tile is not None:
+        x = tiles.run_tiled(network, x, tile=tile, overlap=TILE_OVERLAP)
+    else:
+        x = network(x)
+    y = x[..., :height, :width]
     return y.float().clamp_(-1, 1).mul_(127.5).add_(127.5).round_().to(torch.uint8)
 
 

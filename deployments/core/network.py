@@ -20,11 +20,13 @@ Every "conv" is reflection pad + Conv2d + GroupNorm(1 group) + LeakyReLU(0.2).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MIN_SIDE", "ConvNormLReLU", "Generator", "InvertedResBlock"]
+__all__ = ["MIN_SIDE", "ConvNormLReLU", "Generator", "InvertedResBlock", "Window"]
 
 # Below 8 px the reflection pads of the quarter-resolution blocks have nothing to reflect.
 MIN_SIDE = 8
@@ -110,15 +112,51 @@ class Generator(nn.Module):
             nn.Tanh(),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, window: Window | None = None) -> torch.Tensor:
+        """`window`: where `x` lies in a larger picture, when it is a tile of one."""
         half = self.block_a(x)
         out = self.block_c(self.block_b(half))
-        out = self.block_d(_upsample(out, half.shape[-2:]))
-        out = self.block_e(_upsample(out, x.shape[-2:]))
+        out = self.block_d(_upsample(out, half.shape[-2:], window, 2))
+        out = self.block_e(_upsample(out, x.shape[-2:], window, 1))
         image: torch.Tensor = self.out_layer(out)
         return image
 
 
-def _upsample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    # align_corners=True interpolates to exact encoder sizes, as torch.hub users get it.
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+@dataclass(frozen=True)
+class Window:
+    """A tile's top-left corner in the whole picture (multiples of 4, so that the encoder's
+    strides line up with the whole picture's) and the whole picture's height and width."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def _upsample(x: torch.Tensor, size: torch.Size, window: Window | None, scale: int) -> torch.Tensor:
+    """Bilinear, align_corners=True (as torch.hub users get it) to `size`, which is the whole
+    picture shrunk by `scale`; a tile samples the whole picture's grid, not its own."""
+    if window is None:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
+    rows = _grid(window.top, size[0], window.height, scale, x.shape[-2])
+    columns = _grid(window.left, size[1], window.width, scale, x.shape[-1])
+    return _lerp(_lerp(x, rows, -2), columns, -1)
+
+
+def _grid(start: int, count: int, full: int, scale: int, have: int) -> tuple[torch.Tensor, ...]:
+    """For each output row (or column) of a tile: the two input rows it blends, and how much
+    of the second, on the whole picture's align_corners grid."""
+    full_out, full_in = full // scale, full // (2 * scale)  # each stride halves, rounding down
+    wanted = torch.arange(start // scale, start // scale + count, dtype=torch.float64)
+    at = wanted * (full_in - 1) / max(full_out - 1, 1) - start // (2 * scale)
+    at = at.clamp(0, have - 1)
+    first = at.floor().long()
+    return first, (first + 1).clamp(max=have - 1), (at - first).float()
+
+
+def _lerp(x: torch.Tensor, grid: tuple[torch.Tensor, ...], dim: int) -> torch.Tensor:
+    first, second, share = grid
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    share = share.to(x.dtype).view(shape)
+    return x.index_select(dim, first) * (1 - share) + x.index_select(dim, second) * share

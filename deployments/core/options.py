@@ -15,7 +15,9 @@ from .media import FORMATS, Kind
 from .settings import Crop, OutputFormat, Settings
 
 PARAMETERS = ("style", "size", "crop", "format", "quality", "face_style")
-ORIGINAL = "original"  # as `style` beside a `face_style`: the photo kept, only its faces drawn
+# As `style` beside a `face_style`: the photo kept, only its faces drawn. As `size`: the
+# upload's own long side, within max_size.
+ORIGINAL = "original"
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class StylizeOptions:
         return cls.build(
             settings,
             style=_text(params, "style"),
-            size=_integer(params, "size"),
+            size=ORIGINAL if params.get("size") == ORIGINAL else _integer(params, "size"),
             crop=_text(params, "crop"),
             format=_text(params, "format"),
             quality=_integer(params, "quality"),
@@ -57,7 +59,7 @@ class StylizeOptions:
         settings: Settings,
         *,
         style: str | None = None,
-        size: int | None = None,
+        size: int | str | None = None,
         crop: str | None = None,
         format: str | None = None,
         quality: int | None = None,
@@ -73,12 +75,7 @@ class StylizeOptions:
                 raise BadParameter("face_style draws the faces of a picture, not of a clip")
         if style != ORIGINAL or face_style is None:
             _check_style(style, settings, "style")
-        size = settings.default_size if size is None else size
-        if not settings.min_size <= size <= settings.max_size:
-            raise BadParameter(
-                f"size must be between {settings.min_size} and {settings.max_size} pixels, "
-                f"not {size}"
-            )
+        size = _size(settings, size)
         crop = crop or "none"
         if crop not in get_args(Crop):
             raise BadParameter(
@@ -100,6 +97,20 @@ class StylizeOptions:
             if not 1 <= quality <= 100:
                 raise BadParameter(f"quality must be between 1 and 100, not {quality}")
         return cls(style, size, crop, format, quality, face_style)  # type: ignore[arg-type]
+
+
+def _size(settings: Settings, size: int | str | None) -> int:
+    if size is None:
+        return settings.default_size
+    if size == ORIGINAL:  # the upload's own long side: never enlarged, so max_size's result
+        return settings.max_size
+    if not isinstance(size, int):
+        raise BadParameter(f"size must be a whole number or {ORIGINAL!r}, not {size!r:.32}")
+    if not settings.min_size <= size <= settings.max_size:
+        raise BadParameter(
+            f"size must be between {settings.min_size} and {settings.max_size} pixels, not {size}"
+        )
+    return size
 
 
 def _check_style(style: str, settings: Settings, name: str) -> None:

@@ -46,6 +46,8 @@ RESULT_KEY = re.compile(r"[0-9a-f]{64}")
 TURN_ATTEMPTS = 5  # a job's turn of frames that the model failed is tried (elsewhere) this often
 PROGRESS_EVERY_S = 0.5  # how often a running video tells the line its frames done
 
+JOB_MEGAPIXELS = 1024 * 1024 / 1e6  # a picture job's work per request_timeout_s of deadline
+
 Turns = Callable[[float, Callable[[], Awaitable[np.ndarray]]], Awaitable[np.ndarray]]
 
 
@@ -353,14 +355,14 @@ class StyleService:
         return Stylized(picture, key, cache, options)
 
     @contextlib.asynccontextmanager
-    async def _working(self) -> AsyncIterator[None]:
-        """A request or job at work here, within the request deadline."""
+    async def _working(self, deadline_s: float | None = None) -> AsyncIterator[None]:
+        """A request or job at work here, within `deadline_s` (the request deadline)."""
+        deadline = deadline_s or self.settings.request_timeout_s
         self.active += 1
         try:
-            async with asyncio.timeout(self.settings.request_timeout_s):
+            async with asyncio.timeout(deadline):
                 yield
         except TimeoutError:
-            deadline = self.settings.request_timeout_s
             raise Timeout(f"no result within the {deadline:g} s deadline; retry later") from None
         finally:
             self.active -= 1
@@ -417,7 +419,10 @@ class StyleService:
         else:
             assert isinstance(work.upload, bytes)
             if work.options.face_style is None:
-                async with self._working():
+                # A large picture's job has the deadline of as many 1024 px pictures as it is.
+                megapixels = pipeline.work_of(work.upload, work.options, self.settings)
+                deadline_s = self.settings.request_timeout_s * max(1.0, megapixels / JOB_MEGAPIXELS)
+                async with self._working(deadline_s):
                     return await self._answer(job.key, work.upload, work.options, None)
             compute = functools.partial(
                 self.compute_faces, work.upload, work.options, job.client, job.id

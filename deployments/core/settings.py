@@ -69,11 +69,13 @@ class Settings(BaseSettings):
     # Output
     default_size: int = Field(default=512, ge=1)
     min_size: int = Field(default=16, ge=1)
-    max_size: int = Field(default=1024, ge=1)
+    max_size: int = Field(default=2048, ge=1, le=4096)
     default_format: ImageFormat = "png"
     default_quality: int = Field(default=90, ge=1, le=100)
     png_compress_level: int = Field(default=1, ge=0, le=9)
     max_faces: int = Field(default=16, ge=1)  # with a face_style: the largest this many drawn
+    # What one model call may take for a picture's activations: a larger picture runs in tiles.
+    inference_memory_bytes: int = Field(default=4 * 1024**3, ge=256 * 1024**2)
 
     # Videos and animated pictures (core/clips.py); each frame is also held to max_pixels
     max_video_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
