@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from deployments.cli import main
+from deployments.cli import file_options, main
 from deployments.core import errors, imaging, weights
+from deployments.core.errors import UnknownStyle
 from deployments.core.options import StylizeOptions
 from deployments.core.settings import Settings
 from tests.conftest import FileServer, jpeg_bytes, smooth_picture
@@ -124,6 +125,18 @@ def test_stylize_refuses_bad_options_before_loading_anything(inputs: Path, tmp_p
     result = cli("stylize", str(inputs), "-o", str(tmp_path), "--style", "nope", "--local")
     assert result.returncode == 2
     assert "unknown style 'nope'" in result.stderr
+
+
+def test_a_face_style_is_the_server_s_and_must_be_a_style(inputs: Path, tmp_path: Path) -> None:
+    local = cli("stylize", str(inputs), "-o", str(tmp_path), "--face-style", "paprika", "--local")
+    assert local.returncode == 2 and "drop --local" in local.stderr
+    settings = Settings()
+    options_for = file_options(settings, "original", None, "none", None, None, "celeba_distill")
+    assert options_for(Path("a.jpg")).face_style == "celeba_distill"
+    with pytest.raises(UnknownStyle):  # a video's style cannot be the photo itself
+        options_for(Path("a.mp4"))
+    with pytest.raises(UnknownStyle, match="unknown face_style 'nope'"):
+        file_options(settings, None, None, "none", None, None, "nope")
 
 
 def test_stylize_refuses_two_inputs_that_would_write_the_same_file(

@@ -54,7 +54,7 @@ def test_a_face_style_names_a_configured_style_and_original_keeps_the_photo() ->
     with pytest.raises(UnknownStyle, match="beside a face_style"):
         StylizeOptions.parse({"style": "original"}, SETTINGS)
     with pytest.raises(BadParameter, match="not of a clip"):
-        StylizeOptions.parse({"face_style": "paprika"}, SETTINGS, "animation")
+        StylizeOptions.parse({"face_style": "paprika"}, SETTINGS, "animated-gif")
 
 
 def test_size_original_is_the_largest_size_which_never_enlarges() -> None:

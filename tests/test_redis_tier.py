@@ -14,7 +14,7 @@ from redis import Redis
 
 from deployments.core.faces import Box
 from deployments.core.imaging import Cut
-from deployments.core.redis_tier import RedisTier
+from deployments.core.redis_tier import RedisTier, decode, encode
 from deployments.core.results import Picture
 from tests.redis_server import RedisServer
 
@@ -52,6 +52,15 @@ def test_a_picture_comes_back_with_its_crop_under_the_prefix(server: RedisServer
 
     run(scenario)
     assert Redis.from_url(server.url()).keys("*") == [b"animegan:v1:k"]
+
+
+def test_a_picture_s_faces_come_back_with_it_and_old_values_still_read() -> None:
+    drawn = Picture(b"body\nwith a newline", PICTURE.cut, (Box(1, 2, 30, 30), Box(40, 5, 9, 9)))
+    assert decode(encode(drawn)) == drawn
+    none_found = Picture(b"body", PICTURE.cut, ())
+    assert decode(encode(none_found)) == none_found
+    assert decode(b"face 10,20,300,300\n" + PICTURE.body) == PICTURE  # written before faces
+    assert decode(b"face 10,20,300,300\t3 1,2,3,3\nbody") is None  # not what it claims
 
 
 def test_entries_expire_after_the_cache_ttl(server: RedisServer) -> None:
