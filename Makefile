@@ -55,6 +55,7 @@ test-fast: install $(REDIS) $(PROMETHEUS)
 bench: install
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.video
+	$(BIN)/python -m benchmarks.large
 
 soak: install
 	$(BIN)/python -m benchmarks.soak

@@ -58,3 +58,17 @@ def test_the_cache_key_covers_bytes_options_and_weights() -> None:
         )
         == 4
     )
+
+
+def test_the_cache_key_covers_the_face_style_and_its_weights() -> None:
+    settings = Settings()
+    plain = StylizeOptions.parse({"style": "paprika"}, settings)
+    faces = StylizeOptions.parse({"style": "paprika", "face_style": "celeba_distill"}, settings)
+    other = StylizeOptions.parse({"style": "paprika", "face_style": "face_paint_512_v1"}, settings)
+    keys = {
+        cache_key(b"image", plain, "w1"),
+        cache_key(b"image", faces, "w1", "f1"),
+        cache_key(b"image", faces, "w1", "f2"),
+        cache_key(b"image", other, "w1", "f1"),
+    }
+    assert len(keys) == 4

@@ -31,9 +31,9 @@ from .weights import ProgressHook, ensure, load_state_dict, registry
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Peak memory of one inference per input pixel, beyond the process's own (benchmarks/RESULTS.md,
-# "Large pictures": measured at 1024 to 4096 px), and what tiles overlap by.
-BYTES_PER_PIXEL = {"fp32": 600, "bf16": 600}
+# Peak memory of one inference per input pixel, beyond the process's own: fp32's measured at
+# 1024 to 4096 px (benchmarks/RESULTS.md, "Large pictures"); bf16's taken to be no more.
+BYTES_PER_PIXEL = {"fp32": 1500, "bf16": 1500}
 TILE_OVERLAP = 64
 MIN_TILE = 256
 MIN_PSNR_DB = 40.0
