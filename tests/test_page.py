@@ -115,6 +115,7 @@ def test_the_form_works_from_the_keyboard(page: Page, photo_file: Path) -> None:
     page.keyboard.press("Tab")  # to the crop menu
     page.keyboard.press("ArrowDown")
     assert page.input_value("#crop") == "square"
+    page.keyboard.press("Tab")  # to the face style's menu
     page.keyboard.press("Tab")  # to the button (the key field is hidden)
     page.keyboard.press("Enter")
     expect(page.locator("#cache")).not_to_be_empty(timeout=60_000)

@@ -47,6 +47,8 @@ def tight(service: Service) -> Iterator[str]:
         max_size=BIG,
         weights_dir=service.weights_dir,
         styles=["paprika"],
+        adaptive_batching=False,  # one request at a time anyway: no batch curve to measure
+        max_batch_size=1,
     )
     yield deploy_side_app(
         service,

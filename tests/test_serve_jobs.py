@@ -81,9 +81,9 @@ def test_a_job_runs_and_its_result_is_the_stylized_picture(service: Service) -> 
     assert answer.status_code == 202
     job = answer.json()
     assert answer.headers["location"] == f"/v1/jobs/{job['id']}"
-    fields = {"id", "kind", "status", "position", "eta_s", "progress", "crop", "result", "error"}
-    assert set(job) == fields
-    assert (job["kind"], job["progress"], job["crop"]) == ("image", None, None)
+    fields = {"id", "kind", "status", "position", "eta_s", "progress", "crop", "faces"}
+    assert set(job) == fields | {"result", "error"}
+    assert (job["kind"], job["progress"], job["crop"], job["faces"]) == ("image", None, None, None)
     assert len(job["id"]) >= 22  # 128 random bits, URL-safe
     stream = events(service.url, job["id"])
     assert stream[-1][0] == "done"
@@ -190,7 +190,7 @@ def test_positions_count_down_and_a_queued_job_can_be_cancelled(crowd: str) -> N
 
 def test_a_full_line_and_a_greedy_client_are_refused_with_retry_after(crowd: str) -> None:
     idle(crowd)
-    blocker = submit(crowd, picture(7399, side=1024), client="10.9.3.9", size=1024).json()
+    blocker = submit(crowd, picture(7399, side=640), client="10.9.3.9", size=640).json()
     assert blocker["status"] == "running"  # the one slot, for seconds: the rest queue
     accepted: list[httpx.Response] = []
     refused: list[httpx.Response] = []
@@ -218,7 +218,7 @@ def test_a_full_line_sheds_misses_at_once_and_still_serves_hits(crowd: str) -> N
     params: dict[str, str | int] = {"style": "paprika", "size": 256}
     for _ in range(20):  # into both ingress replicas' hot caches (the proxy picks at random)
         assert httpx.post(f"{crowd}/v1/stylize", content=cached, params=params).status_code == 200
-    blocker = submit(crowd, picture(7801, side=1024), client="10.9.6.99", size=1024).json()
+    blocker = submit(crowd, picture(7801, side=640), client="10.9.6.99", size=640).json()
     waiting = [
         submit(crowd, picture(7810 + i, side=256), client=f"10.9.6.{i}", size=256)
         for i in range(12)

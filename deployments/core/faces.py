@@ -20,6 +20,7 @@ DETECT_SIDE = 640
 # 80 px doubled, dlib's window. 1280 missed such a face; the cost is ~6x DETECT_SIDE's, 15% of
 # one 512 px inference's CPU time (benchmarks/RESULTS.md, "Small faces").
 SMALL_FACES_SIDE = 1600
+MAX_ENLARGE = 2.0  # a smaller upload's copy for small faces is enlarged at most this much
 UPSAMPLE = 1  # dlib looks at the copy doubled too: faces from ~40 px rather than ~80 px
 # The portrait square, relative to the detector's box: this much wider, and centred this far
 # below the box's centre (in box heights). The box runs from the brows to below the mouth, so
