@@ -180,3 +180,10 @@ def test_a_corrupt_weights_file_disables_its_style_and_the_others_serve(
         timeout=60,
     )
     assert served.status_code == 200, served.text
+    faces = httpx.post(  # a face style must be ready too
+        f"{damaged}/v1/stylize",
+        content=picture,
+        params={"style": "celeba_distill", "face_style": "paprika", "size": 32},
+        timeout=60,
+    )
+    assert (faces.status_code, faces.json()["error"]["code"]) == (503, "style_not_ready")
