@@ -12,7 +12,9 @@ import hashlib
 from .media import Upload, content_digest
 from .options import StylizeOptions
 
-KEY_VERSION = b"animegan-serve/1"  # bump when the pipeline's output changes for the same input
+# Bump when the pipeline's output changes for the same input. 2: crop=face also looks for
+# small faces where the small copy shows none.
+KEY_VERSION = b"animegan-serve/2"
 
 
 def cache_key(

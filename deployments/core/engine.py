@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -63,6 +64,9 @@ class Engine:
         self.tile = (
             None if self.max_pixels is None else max(MIN_TILE, math.isqrt(self.max_pixels) // 4 * 4)
         )
+        # A tiled run swaps the network's GroupNorms for the picture's statistics: one at a time
+        # (the CLI's in-process mode calls from several threads).
+        self._tiling = threading.Lock()
         # Copies: converting a module's dtype is in place, and callers keep theirs.
         self.networks = {
             name: _prepare(copy.deepcopy(net), self.dtype) for name, net in networks.items()
@@ -136,7 +140,8 @@ class Engine:
         if self.max_pixels is None or len(images) * height * width <= self.max_pixels:
             return self._run(network, images, threads, tile=None)
         if height * width > self.max_pixels:  # one at a time, in tiles
-            return [self._run(network, [image], threads, self.tile)[0] for image in images]
+            with self._tiling:
+                return [self._run(network, [image], threads, self.tile)[0] for image in images]
         step = self.max_pixels // (height * width)  # as many at once as fit
         return [
             out

@@ -9,7 +9,7 @@ outside the ellipse changes.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -31,7 +31,7 @@ def face_side(style: str) -> int:
     return FACE_SIDES.get(style, DEFAULT_FACE_SIDE)
 
 
-@cache
+@lru_cache(maxsize=64)  # the faces of a few pictures at a time; a 2048 px one is 16 MB
 def mask(side: int) -> np.ndarray:
     """The (side, side, 1) float32 weights of a face square: 1 on the face, 0 at every edge."""
     centres = np.linspace(0.0, 1.0, side, dtype=np.float32)  # the edge pixels at 0 and 1

@@ -118,7 +118,8 @@ def detect(
         return []
     sight = image.convert("L")
     scale = side / max(sight.size)
-    most = faces.MAX_ENLARGE * max(width, height) if side == faces.SMALL_FACES_SIDE else side
+    small = side == faces.SMALL_FACES_SIDE  # only that copy is ever enlarged
+    most = faces.MAX_ENLARGE * max(width, height) if small else max(sight.size)
     scale = min(scale, most / max(sight.size))
     if scale < 1.0:
         sight.thumbnail((side, side), Image.Resampling.BILINEAR)

@@ -138,25 +138,19 @@ def _upsample(x: torch.Tensor, size: torch.Size, window: Window | None, scale: i
     picture shrunk by `scale`; a tile samples the whole picture's grid, not its own."""
     if window is None:
         return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=True)
-    rows = _grid(window.top, size[0], window.height, scale, x.shape[-2])
-    columns = _grid(window.left, size[1], window.width, scale, x.shape[-1])
-    return _lerp(_lerp(x, rows, -2), columns, -1)
+    rows = _positions(window.top, size[0], window.height, scale, x.shape[-2])
+    columns = _positions(window.left, size[1], window.width, scale, x.shape[-1])
+    grid = torch.stack(torch.meshgrid(columns, rows, indexing="xy"), dim=-1)  # (H, W, [x, y])
+    grid = grid[None].expand(x.shape[0], -1, -1, -1)
+    sampled = F.grid_sample(x.float(), grid, mode="bilinear", align_corners=True)
+    return sampled.to(x.dtype)
 
 
-def _grid(start: int, count: int, full: int, scale: int, have: int) -> tuple[torch.Tensor, ...]:
-    """For each output row (or column) of a tile: the two input rows it blends, and how much
-    of the second, on the whole picture's align_corners grid."""
+def _positions(start: int, count: int, full: int, scale: int, have: int) -> torch.Tensor:
+    """Where each output row (or column) of a tile samples its input, on the whole picture's
+    align_corners grid, as grid_sample's coordinates (-1: the tile's first input row)."""
     full_out, full_in = full // scale, full // (2 * scale)  # each stride halves, rounding down
     wanted = torch.arange(start // scale, start // scale + count, dtype=torch.float64)
     at = wanted * (full_in - 1) / max(full_out - 1, 1) - start // (2 * scale)
     at = at.clamp(0, have - 1)
-    first = at.floor().long()
-    return first, (first + 1).clamp(max=have - 1), (at - first).float()
-
-
-def _lerp(x: torch.Tensor, grid: tuple[torch.Tensor, ...], dim: int) -> torch.Tensor:
-    first, second, share = grid
-    shape = [1] * x.dim()
-    shape[dim] = -1
-    share = share.to(x.dtype).view(shape)
-    return x.index_select(dim, first) * (1 - share) + x.index_select(dim, second) * share
+    return (2 * at / max(have - 1, 1) - 1).float()

@@ -249,14 +249,17 @@ class StyleService:
 
         return stylize
 
-    def _turns(self, client: str, job_id: str | None) -> Turns:
-        """Model calls, each in a turn of its own in the line as `client`'s: a job's patiently
-        (they wait however long the line is full), a request's refused when it is."""
-        patient = job_id is not None
+    def _turns(self, client: str, job_id: str | None, *, patient: bool | None = None) -> Turns:
+        """Model calls, each in a turn of its own in the line as `client`'s: patiently (they
+        wait however long the line is full; a job's by default), or refused when it is full.
+        A patient turn has the deadline of as many 1024 px pictures as its work makes."""
+        patient = job_id is not None if patient is None else patient
         ticket_key = f"turns:{job_id or secrets.token_hex(8)}"  # no job waits for this key
-        timeout_s = self.settings.request_timeout_s
 
         async def take(work: float, call: Callable[[], Awaitable[np.ndarray]]) -> np.ndarray:
+            timeout_s = self.settings.request_timeout_s
+            if patient:
+                timeout_s *= max(1.0, work / JOB_MEGAPIXELS)
             failures = 0
             while True:
                 turned = False
@@ -281,8 +284,9 @@ class StyleService:
         self, image: bytes, options: StylizeOptions, client: str, job_id: str | None = None
     ) -> Picture:
         """The whole picture in `style` and every face found in `face_style`, each a turn of
-        its own in the line as `client`'s (a job's patiently, its own slot given back), so
-        that replicas draw them side by side; blended and encoded here."""
+        its own in the line as `client`'s, so that replicas draw them side by side; blended
+        and encoded here. The turns wait patiently: a request's was admitted already (within
+        its deadline), a job gives its own slot back."""
         assert options.face_style is not None
         if job_id is not None:
             self.line.detach(job_id)
@@ -293,7 +297,7 @@ class StyleService:
         if job_id is not None:  # shown in the job's JSON while it runs
             faces = Picture(b"", cut, squares).faces_header()
             self.line.progress(job_id, 0, len(found), cut.header(), faces)
-        take = self._turns(client, job_id)
+        take = self._turns(client, job_id, patient=True)
 
         def draw(pixels: np.ndarray, style: str) -> Awaitable[np.ndarray]:
             work = pixels.shape[0] * pixels.shape[1] / 1e6
@@ -486,6 +490,7 @@ async def _all(calls: list[Awaitable[np.ndarray]]) -> list[np.ndarray]:
     except BaseException:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their own failures: told once
         raise
 
 

@@ -65,6 +65,7 @@ def run_tiled(network: Generator, x: torch.Tensor, *, tile: int, overlap: int) -
         network(small)
     rows, columns = spans(height, tile, overlap), spans(width, tile, overlap)
     out = torch.zeros((x.shape[0], 3, height, width), dtype=torch.float32)
+    out = out.contiguous(memory_format=torch.channels_last)  # as the whole frame's comes back
     with _replayed(network, stats):
         for (top, bottom), wy in zip(rows, ramps(rows), strict=True):
             for (left, right), wx in zip(columns, ramps(columns), strict=True):
@@ -116,7 +117,7 @@ def _normalising(
     gain = torch.rsqrt(var + norm.eps) * norm.weight.float()[None, :, None, None]
     shift = norm.bias.float()[None, :, None, None] - mean * gain
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(shift.to(x.dtype), x, gain.to(x.dtype))
+    def forward(x: torch.Tensor) -> torch.Tensor:  # in fp32: bf16 would lose the fold's digits
+        return torch.addcmul(shift, x.float(), gain).to(x.dtype)
 
     return forward
