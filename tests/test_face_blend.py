@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.core import face_blend, imaging
+from deployments.core import face_blend, faces, imaging
 from deployments.core.faces import Box
 from tests.conftest import smooth_picture
 from tests.portraits import PHOTO, faceless, group
@@ -116,3 +116,21 @@ def test_larger_faces_are_drawn_over_smaller_ones() -> None:
     assert out[46, 50, 0] == 200  # the big face's core covers the small one
     assert face_blend.face_side("celeba_distill") == 256
     assert face_blend.face_side("face_paint_512_v2") == 512
+
+
+def test_only_the_small_faces_copy_is_enlarged_and_at_most_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[tuple[int, ...]] = []
+
+    def look(gray: np.ndarray) -> list[Box]:  # what the detector is shown, not what it finds
+        seen.append(gray.shape)
+        return []
+
+    monkeypatch.setattr(faces, "find_faces", look)
+    small = Image.new("RGB", (400, 300))
+    imaging.detect(small, 400, 300, side=faces.DETECT_SIDE)  # never enlarged
+    imaging.detect(small, 400, 300)  # for small faces: enlarged, at most twice
+    reduced = Image.new("RGB", (1000, 750))  # a 4000 px upload decoded at a reduced scale
+    imaging.detect(reduced, 4000, 3000)
+    assert seen == [(300, 400), (600, 800), (1200, 1600)]
