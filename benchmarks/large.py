@@ -142,7 +142,7 @@ def main() -> None:
         "",
         f"The tiled result against the whole frame's at {side} px (the largest here that both "
         "fit), by tile size and by the side of the pass the GroupNorm statistics come from "
-        "(1/4: a quarter of the picture's, what the engine does, ~6% of the cost; 1/1: the "
+        "(1/4: a quarter of the picture's side, what the engine does; 1/1: the "
         "whole picture, exact statistics, which leaves only the tiles' borders). Tone step: "
         "the largest difference between neighbouring tiles' mean offsets from the whole "
         "frame, in 1/255.",

@@ -26,12 +26,13 @@ class Picture:
         return len(self.body)
 
     def faces_header(self) -> str | None:
-        """The `X-Faces` header's value: `2 10,20,96,96 300,40,64,64`, the count first."""
-        if self.faces is None:
-            return None
-        return " ".join(
-            [str(len(self.faces)), *(f"{b.x},{b.y},{b.width},{b.height}" for b in self.faces)]
-        )
+        """Its `X-Faces` header's value (see `faces_header`), if a face style was asked for."""
+        return None if self.faces is None else faces_header(self.faces)
+
+
+def faces_header(squares: tuple[Box, ...]) -> str:
+    """The `X-Faces` header's value: `2 10,20,96,96 300,40,64,64`, the count first."""
+    return " ".join([str(len(squares)), *(f"{b.x},{b.y},{b.width},{b.height}" for b in squares)])
 
 
 def parse_faces(header: str) -> tuple[Box, ...]:

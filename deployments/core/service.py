@@ -33,7 +33,7 @@ from .media import Kind, Upload
 from .options import ORIGINAL, StylizeOptions
 from .replica_stats import Snapshot, summarize
 from .result_store import ResultStore
-from .results import Picture, StyleStatus, Stylized
+from .results import Picture, StyleStatus, Stylized, faces_header
 from .scheduler import JobView, Taken
 from .settings import Settings
 from .styles import STYLES_WAIT_S, StyleList
@@ -295,8 +295,7 @@ class StyleService:
         )
         squares = tuple(face.square for face in found)
         if job_id is not None:  # shown in the job's JSON while it runs
-            faces = Picture(b"", cut, squares).faces_header()
-            self.line.progress(job_id, 0, len(found), cut.header(), faces)
+            self.line.progress(job_id, 0, len(found), cut.header(), faces_header(squares))
         take = self._turns(client, job_id, patient=True)
 
         def draw(pixels: np.ndarray, style: str) -> Awaitable[np.ndarray]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from .network import Generator, Window
 
-STATS_SHRINK = 4  # the statistics pass's side, as a share of the picture's: ~6% of its cost
+STATS_SHRINK = 4  # the statistics pass's side, a share of the picture's (~6% of its cost: NOTES)
 ALIGN = 4  # tiles start on multiples of the encoder's two strides
 
 Stats = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]
