@@ -56,6 +56,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 	$(BIN)/python -m benchmarks.video
 	$(BIN)/python -m benchmarks.large
+	$(BIN)/python -m benchmarks.convert
 
 soak: install
 	$(BIN)/python -m benchmarks.soak

@@ -75,3 +75,16 @@ def measure(cells: list[Cell], *, processes: int, threads: int, seconds: float) 
         )
         for cell in cells
     ]
+
+
+def bare_rates(
+    sides: list[int], precisions: tuple[str, ...] = ("fp32", "bf16")
+) -> dict[int, float]:
+    """The bare engine's images/s at each side, 2 processes x 1 thread (a model replica's
+    layout), in the fastest of `precisions` (the app's choice where both are given)."""
+    cells = [(p, side, 1) for p in precisions for side in sides]
+    bare: dict[int, float] = {}
+    for result in measure(cells, processes=2, threads=1, seconds=4.0):
+        bare[result.side] = max(bare.get(result.side, 0.0), result.images_per_s)
+        print(f"  bare 2x1 {result.precision} {result.side}px: {result.images_per_s:.2f} img/s")
+    return bare

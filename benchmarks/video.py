@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.bare import measure
+from benchmarks.bare import bare_rates
 from benchmarks.common import PHOTOS, ROOT, machine, served_app
 from benchmarks.procs import cpu_ms_since, cpu_snapshot
 from benchmarks.report import replace_section
@@ -129,16 +129,6 @@ def main() -> None:
     path = ROOT / "benchmarks" / "RESULTS.md"
     path.write_text(replace_section(path.read_text(), "video", text))
     print(text)
-
-
-def bare_rates(sides: list[int]) -> dict[int, float]:
-    """The bare engine's images/s at each side, in the faster precision (the app's choice)."""
-    cells = [(p, side, 1) for p in ("fp32", "bf16") for side in sides]
-    bare: dict[int, float] = {}
-    for result in measure(cells, processes=2, threads=1, seconds=4.0):
-        bare[result.side] = max(bare.get(result.side, 0.0), result.images_per_s)
-        print(f"  bare 2x1 {result.precision} {result.side}px: {result.images_per_s:.2f} img/s")
-    return bare
 
 
 def report(

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, get_args
@@ -43,8 +43,9 @@ from .core.errors import AnimeGANError, BadParameter, Unreachable
 from .core.media import FORMATS, Kind, kind_of
 from .core.options import StylizeOptions
 from .core.results import Picture, Stylized
-from .core.settings import OFFICIAL_STYLES, Crop, OutputFormat, Settings
+from .core.settings import OFFICIAL_STYLES, Crop, ImageFormat, OutputFormat, Settings
 from .files import (
+    IMAGE_SUFFIXES,
     Convert,
     OptionsFor,
     Summary,
@@ -58,6 +59,26 @@ from .files import (
 URL_OPTION = click.option(
     "--url", default=DEFAULT_URL, show_default=True, help="Address of a running animegan-serve."
 )
+STYLE_OPTION = click.option("--style", help="Style name (default: the default_style setting).")
+SIZE_OPTION = click.option(
+    "--size", type=int, help="Long side of the result in pixels (default 512)."
+)
+CROP_OPTION = click.option(
+    "--crop",
+    type=click.Choice(get_args(Crop)),
+    default="none",
+    show_default=True,
+    help="'square' centre-crops first, as face2paint does; 'face' crops a square around the "
+    "most prominent face (the centre square if none is found).",
+)
+QUALITY_OPTION = click.option(
+    "--quality", type=int, help="JPEG / WebP quality, 1-100 (default 90)."
+)
+
+
+def format_option(formats: Any, text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--format`, one of the Literal `formats`."""
+    return click.option("--format", "format_", type=click.Choice(get_args(formats)), help=text)
 
 
 def console() -> Console:
@@ -238,24 +259,14 @@ def _verdict(found: weights.StyleWeights) -> str:
     help="Also take images in subfolders; results keep the folder structure.",
 )
 @click.option("--skip-existing", is_flag=True, help="Leave files whose result already exists.")
-@click.option("--style", help="Style name (default: the default_style setting).")
-@click.option("--size", type=int, help="Long side of the result in pixels (default 512).")
-@click.option(
-    "--crop",
-    type=click.Choice(get_args(Crop)),
-    default="none",
-    show_default=True,
-    help="'square' centre-crops first, as face2paint does; 'face' crops a square around the "
-    "most prominent face (the centre square if none is found).",
+@STYLE_OPTION
+@SIZE_OPTION
+@CROP_OPTION
+@format_option(
+    OutputFormat,
+    "Output format: png (default), jpeg or webp for pictures; mp4 (default) or webm for videos.",
 )
-@click.option(
-    "--format",
-    "format_",
-    type=click.Choice(get_args(OutputFormat)),
-    help="Output format: png (default), jpeg or webp for pictures; mp4 (default) or webm for "
-    "videos.",
-)
-@click.option("--quality", type=int, help="JPEG / WebP quality, 1-100 (default 90).")
+@QUALITY_OPTION
 @click.option(
     "--face-style",
     help="Draw every face of a picture again in this style, blended into the whole picture "
@@ -355,7 +366,7 @@ def warm(folder: Path, styles_: tuple[str, ...], size: int | None, url: str) -> 
     Example: animegan-serve warm examples/ --style paprika --style face_paint_512_v2
     """
     settings = load_settings()
-    pictures = sorted(p for p in images_in(folder) if not is_video_file(p))  # pictures only
+    pictures = list(images_in(folder, suffixes=IMAGE_SUFFIXES))  # pictures only
     if not pictures:
         raise click.UsageError(f"no image files in {folder}")
     with Client(url, api_key=settings.api_key) as client:
@@ -386,6 +397,106 @@ def warm(folder: Path, styles_: tuple[str, ...], size: int | None, url: str) -> 
     console().print(summary.line(), highlight=False)
     if summary.failures:
         sys.exit(1)
+
+
+@main.command("convert")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target", type=click.Path(file_okay=False, path_type=Path))
+@STYLE_OPTION
+@SIZE_OPTION
+@CROP_OPTION
+@format_option(ImageFormat, "Output format (default: the default_format setting, png).")
+@QUALITY_OPTION
+@click.option(
+    "--address",
+    help="The Ray cluster to run on: auto, or host:port of its head (default: the cluster this "
+    "machine is part of, or a local Ray started for this run).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Actors holding the model, one CPU each (default: one per CPU free in the cluster).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    help="Also write each result into the service's Redis tier at this URL, under the service's "
+    "cache key, and take results found there instead of computing them.",
+)
+def convert_command(
+    source: Path,
+    target: Path,
+    style: str | None,
+    size: int | None,
+    crop: str,
+    format_: str | None,
+    quality: int | None,
+    address: str | None,
+    concurrency: int | None,
+    redis_url: str | None,
+) -> None:
+    """Convert every picture below SOURCE into TARGET on a Ray cluster (Ray Data), keeping each
+    file's relative path and stem; files whose result exists are skipped.
+
+    Failures are listed in TARGET/failures.jsonl and counted in the summary; exits 1 if any
+    file failed.
+
+    Example: animegan-serve convert photos/ anime/ --style hayao --address auto
+    """
+    settings = load_settings()
+    try:
+        options = StylizeOptions.build(
+            settings, style=style, size=size, crop=crop, format=format_, quality=quality
+        )
+    except AnimeGANError as exc:
+        raise click.UsageError(exc.message) from None
+    if redis_url is not None:
+        _check_redis(redis_url)
+    spec = weights.registry(settings)[options.style]
+    with console().status(f"checking the weights of {options.style}"):
+        found = weights.ensure(spec, settings.weights_dir, timeout_s=settings.download_timeout_s)
+
+    import ray  # slow imports, for this command only
+
+    from .convert import Library, convert
+
+    library = Library(source, target, options, settings, found.sha1, redis_url)
+    ray.init(address=address)
+    try:
+        actors = concurrency or int(ray.available_resources().get("CPU", 0))
+        if actors < 1:
+            raise click.ClickException(
+                "no CPU of the cluster is free for the model: free one or pass --concurrency"
+            )
+        report = convert(library, actors=actors)
+    except ray.exceptions.RayError as exc:  # a pool actor that cannot start, a lost driver
+        last = str(exc).strip().splitlines()[-1]
+        raise click.ClickException(f"the pipeline stopped: {last}") from None
+    finally:
+        ray.shutdown()
+    summary = report.summary
+    if not (summary.done or summary.skipped or summary.failures or report.interrupted):
+        raise click.UsageError(f"no picture files found under {source}")
+    out = console()
+    pace = report.line()
+    out.print(summary.line(target) + (f"; {pace}" if pace else ""), highlight=False)
+    if summary.failures:
+        out.print(f"failures listed in {target / 'failures.jsonl'}", highlight=False)
+    if report.interrupted:
+        out.print("interrupted: finished results are in place, and the next run skips them")
+        sys.exit(130)
+    if summary.failures:
+        sys.exit(1)
+
+
+def _check_redis(url: str) -> None:
+    """Refuse a Redis URL that does not answer now: the run is asked to warm it."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5).ping()
+    except (ValueError, redis.RedisError) as exc:
+        raise click.UsageError(f"--redis {url}: {exc}") from None
 
 
 def file_options(

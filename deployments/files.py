@@ -92,18 +92,27 @@ def plan_jobs(
 
 
 def images_in(
-    folder: Path, *, recursive: bool = False, exclude: Path | None = None
+    folder: Path,
+    *,
+    recursive: bool = False,
+    exclude: Path | None = None,
+    suffixes: set[str] = IMAGE_SUFFIXES | VIDEO_SUFFIXES,
 ) -> Iterator[Path]:
-    """Image and video files in `folder` (and its subfolders), leaving out hidden ones and
-    `exclude`."""
-    for entry in folder.iterdir():
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            if recursive and (exclude is None or entry.resolve() != exclude.resolve()):
-                yield from images_in(entry, recursive=True, exclude=exclude)
-        elif entry.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
-            yield entry
+    """Files in `folder` (and its subfolders) with one of `suffixes`, leaving out hidden ones
+    and `exclude`: folder by folder, each folder's files together and in name order, holding
+    one folder's names at a time."""
+    pending = [folder]
+    while pending:
+        subfolders = []
+        for entry in sorted(pending.pop().iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if recursive and (exclude is None or entry.resolve() != exclude.resolve()):
+                    subfolders.append(entry)
+            elif entry.suffix.lower() in suffixes:
+                yield entry
+        pending.extend(reversed(subfolders))
 
 
 def run_jobs(

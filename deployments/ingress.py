@@ -126,12 +126,9 @@ def wire(model: DeploymentHandle, settings: Settings) -> StyleService:
         on_unavailable=lambda: metrics.unavailable("actor"),
     )
     redis = (
-        RedisTier(
+        RedisTier.for_settings(
+            settings,
             settings.cache_redis_url.get_secret_value(),
-            prefix=settings.cache_redis_prefix,
-            ttl_s=settings.cache_ttl_s,
-            timeout_s=settings.cache_redis_timeout_s,
-            max_value_bytes=settings.cache_redis_max_value_bytes,
             on_unavailable=lambda: metrics.unavailable("redis"),
         )
         if settings.cache_redis_url is not None

@@ -182,7 +182,9 @@ def deploy_side_app(
     model_options: dict | None = None,
     ingress_replicas: int = 1,
 ) -> str:
-    """`settings` as a second app at /<name> on the session cluster: one model replica, no CPU."""
+    """`settings` as a second app at /<name> on the session cluster: one model replica, no CPU.
+    It lives as long as the cluster: stopping that removes every app at once (deleting each
+    app in turn took ~18 s)."""
     from ray import serve
 
     from deployments.app import compose
@@ -207,10 +209,8 @@ EXAMPLE_PICTURES = {
 
 
 @pytest.fixture(scope="session")
-def examples_app(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def examples_app(service: Service, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A second app with two example pictures in `examples_dir`, warmed at start-up (one style)."""
-    from ray import serve
-
     folder = tmp_path_factory.mktemp("examples")
     for name, data in EXAMPLE_PICTURES.items():
         (folder / name).write_bytes(data)
@@ -223,15 +223,12 @@ def examples_app(service: Service, tmp_path_factory: pytest.TempPathFactory) -> 
         adaptive_batching=False,  # no batch curve to measure at start: it starts faster
         max_batch_size=1,
     )
-    yield deploy_side_app(service, "examples", settings)
-    serve.delete("examples")
+    return deploy_side_app(service, "examples", settings)
 
 
 @pytest.fixture(scope="session")
-def locked_service(service: Service) -> Iterator[str]:
+def locked_service(service: Service) -> str:
     """A second app that asks for `API_KEY` (one style)."""
-    from ray import serve
-
     settings = Settings(
         precision="fp32",
         weights_dir=service.weights_dir,
@@ -240,15 +237,12 @@ def locked_service(service: Service) -> Iterator[str]:
         adaptive_batching=False,
         max_batch_size=1,
     )
-    yield deploy_side_app(service, "locked", settings)
-    serve.delete("locked")
+    return deploy_side_app(service, "locked", settings)
 
 
 @pytest.fixture(scope="session")
-def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A second app whose paprika weights file is cut short (celeba_distill is intact)."""
-    from ray import serve
-
     folder = tmp_path_factory.mktemp("damaged")
     for name in ("paprika", "celeba_distill"):
         shutil.copy(service.weights_dir / f"{name}.pt", folder / f"{name}.pt")
@@ -261,16 +255,13 @@ def damaged_service(service: Service, tmp_path_factory: pytest.TempPathFactory) 
         adaptive_batching=False,
         max_batch_size=1,
     )
-    yield deploy_side_app(service, "damaged", settings)
-    serve.delete("damaged")
+    return deploy_side_app(service, "damaged", settings)
 
 
 @pytest.fixture(scope="session")
-def crowd(service: Service) -> Iterator[str]:
+def crowd(service: Service) -> str:
     """A second app with one slot (one model replica taking one request at a time) and two
     ingress replicas: jobs queue, and go through either replica."""
-    from ray import serve
-
     settings = Settings(
         precision="fp32",
         weights_dir=service.weights_dir,
@@ -280,14 +271,13 @@ def crowd(service: Service) -> Iterator[str]:
         max_queued_jobs=12,
         max_jobs_per_client=8,
     )
-    yield deploy_side_app(
+    return deploy_side_app(
         service,
         "crowd",
         settings,
         model_options={"max_ongoing_requests": 1},
         ingress_replicas=2,
     )
-    serve.delete("crowd")
 
 
 def ray_log_files() -> list[Path]:

@@ -1,15 +1,22 @@
-"""A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`) running the app.
+"""A two-node Ray cluster on this machine (`ray.cluster_utils.Cluster`): `animegan-serve
+convert` on it, then the app.
 
 Run by tests/test_serve_multinode.py in its own process (a process holds one Ray cluster, and
 the test session already has one). Prints one JSON report on its last line.
-The cache is two shards (two actors) with a Redis tier behind them.
+`convert` runs twice as a user runs it, as a command: interrupted by a Ctrl-C after its first
+result, then to the end with `--redis`. The app's cache is two shards (two actors) with the
+same Redis behind them, and it is asked for a picture of each run.
 Usage: python -m tests.multinode WEIGHTS_DIR PORT REDIS_URL
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +37,16 @@ from deployments.core.settings import Settings
 from deployments.model import REPORT_EVERY_S
 from tests.conftest import jpeg_bytes, smooth_picture
 
+CONVERT_SIZE = 128
+# Enough pictures that a Ctrl-C after the first result lands well before the last.
+GOOD = [f"a/b/deep {i}.jpg" for i in range(16)] + [
+    *(f"sp ace/ünï cødé {i}.jpg" for i in range(16)),
+    *(f"日本/写真 {i}.jpg" for i in range(16)),
+]
+BAD = {"a/broken.jpg": b"", "a/notes.jpg": b"not a picture\n", "empty.png": b""}
+CLASH = "a/b/deep 0.png"  # its result's name is deep 0.jpg's
+IGNORED = {".hidden.jpg": b"", "readme.txt": b"text", "a/.cache/x.jpg": b""}
+
 
 @ray.remote(num_cpus=0)
 def stylize_from_here(image: bytes) -> tuple[str, int]:
@@ -42,6 +59,98 @@ def on(node_id: str) -> NodeAffinitySchedulingStrategy:
     return NodeAffinitySchedulingStrategy(node_id, soft=False)
 
 
+def library(source: Path) -> dict[str, bytes]:
+    """A folder tree to convert: the good pictures' bytes by relative path."""
+    good = {name: jpeg_bytes(smooth_picture(160, 120, seed=500 + i)) for i, name in enumerate(GOOD)}
+    broken = jpeg_bytes(smooth_picture(160, 120, seed=1))[:300]  # a download cut short
+    files = {**good, **BAD, "a/broken.jpg": broken, CLASH: good["a/b/deep 0.jpg"], **IGNORED}
+    for name, data in files.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(data)
+    return good
+
+
+def results(target: Path) -> list[str]:
+    """Every result file below `target`, relative, and whether each decodes whole."""
+    from PIL import Image
+
+    found = []
+    for path in sorted(target.rglob("*.png")):
+        with Image.open(path) as image:
+            image.load()  # a partial file fails here
+        found.append(str(path.relative_to(target)))
+    return found
+
+
+def convert_twice(address: str, weights_dir: str, redis_url: str) -> dict[str, Any]:
+    """`convert` interrupted after its first result, then again to the end with `--redis`."""
+    root = Path(tempfile.mkdtemp())
+    source, target = root / "library", root / "anime"
+    good = library(source)
+    env = {
+        **os.environ,
+        "ANIMEGAN_WEIGHTS_DIR": weights_dir,
+        "ANIMEGAN_PRECISION": "fp32",
+        "ANIMEGAN_STYLES": '["paprika"]',
+        "ANIMEGAN_DEFAULT_STYLE": "paprika",
+    }
+    cli = str(Path(sys.executable).parent / "animegan-serve")
+    command = [cli, "convert", str(source), str(target), "--size", str(CONVERT_SIZE)]
+    command += ["--address", address]
+    first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(target.rglob("*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    _, first_err = first.communicate(timeout=60)
+    interrupted = {
+        "code": first.returncode,
+        "last_lines": first_err.strip().splitlines()[-2:],
+        "results": results(target),
+        "partial_left": (target / ".partial").exists(),
+    }
+    second = subprocess.run(
+        [*command, "--redis", redis_url], env=env, capture_output=True, text=True, timeout=300
+    )
+    failures = (target / "failures.jsonl").read_text().splitlines()
+    return {
+        "good": sorted(good),
+        "interrupted": interrupted,
+        "second": {
+            "code": second.returncode,
+            "last_lines": second.stderr.strip().splitlines()[-2:],
+            "results": results(target),
+            "failures": [json.loads(line) for line in failures],
+            "partial_left": (target / ".partial").exists(),
+        },
+        "source": str(source),
+        "target": str(target),
+    }
+
+
+def asked_of_service(url: str, converted: dict[str, Any]) -> dict[str, Any]:
+    """The app's answers for a picture of the interrupted run (never in Redis: computed) and of
+    the second run (written to Redis by it), each beside `convert`'s result file."""
+    source, target = Path(converted["source"]), Path(converted["target"])
+    first_run = set(converted["interrupted"]["results"])
+    second_run = [name for name in converted["second"]["results"] if name not in first_run]
+    answers = {}
+    for which, result in (("first", sorted(first_run)[0]), ("second", second_run[0])):
+        upload = (source / result).with_suffix(".jpg").read_bytes()
+        answer = httpx.post(
+            f"{url}/v1/stylize",
+            content=upload,
+            params={"style": "paprika", "size": CONVERT_SIZE},
+            timeout=60,
+        )
+        answers[which] = {
+            "status": answer.status_code,
+            "cache": answer.headers.get("x-cache"),
+            "same_bytes": answer.content == (target / result).read_bytes(),
+        }
+    return answers
+
+
 def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     worker = cluster.add_node(num_cpus=1)
@@ -49,6 +158,7 @@ def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
     try:
         assert cluster.head_node is not None
         head_id, worker_id = cluster.head_node.node_id, worker.node_id
+        converted = convert_twice(cluster.address, weights_dir, redis_url)  # its CPUs are free
         # One proxy: both "nodes" share this machine's ports.
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         settings = Settings(
@@ -101,6 +211,8 @@ def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
             (a["namespace"], a["name"]) for a in ray.util.list_named_actors(all_namespaces=True)
         ]
 
+        from_service = asked_of_service(url, converted)
+
         cluster.remove_node(worker)  # a node goes away: the head's replica keeps serving
         after_loss = [
             httpx.post(
@@ -124,6 +236,8 @@ def main(weights_dir: str, port: int, redis_url: str) -> dict[str, Any]:
                 shard_name(i) for i in range(4) if (NAMESPACE, shard_name(i)) in named
             ],
             "after_worker_loss": after_loss,
+            "converted": converted,
+            "from_service": from_service,
         }
     finally:
         serve.shutdown()

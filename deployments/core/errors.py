@@ -20,6 +20,7 @@
     ├── StyleNotReady       503 style_not_ready     configured, but its weights failed to load
     ├── Timeout             504 timeout             the request's deadline passed
     ├── Unreachable         502 unreachable         (CLI) the server did not answer usefully
+    ├── FileError           500 file_error          (CLI) a file could not be read or written
     └── WeightsError        500 weights_unavailable weights missing, unreadable or failing their pin
 
 The HTTP layer maps them to responses in one place; the CLI prints `code: message`. Those that
@@ -135,6 +136,11 @@ class Timeout(AnimeGANError):
 class Unreachable(AnimeGANError):
     code = "unreachable"
     http_status = 502
+
+
+class FileError(AnimeGANError):
+    code = "file_error"
+    http_status = 500
 
 
 class StyleNotReady(AnimeGANError):

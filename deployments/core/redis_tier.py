@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .imaging import Cut
 from .results import Picture, parse_faces
+from .settings import Settings
 
 log = logging.getLogger("ray.serve")
 
@@ -75,6 +76,20 @@ class RedisTier:
         self.counters: Counter[str] = Counter()
         self.down = False  # in an episode
         self._retry_at = 0.0
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, url: str, *, on_unavailable: Callable[[], None] = lambda: None
+    ) -> RedisTier:
+        """The tier at `url` as `settings` configure the service's: prefix, TTL, limits."""
+        return cls(
+            url,
+            prefix=settings.cache_redis_prefix,
+            ttl_s=settings.cache_ttl_s,
+            timeout_s=settings.cache_redis_timeout_s,
+            max_value_bytes=settings.cache_redis_max_value_bytes,
+            on_unavailable=on_unavailable,
+        )
 
     async def get(self, key: str) -> Picture | None:
         try:
