@@ -319,7 +319,10 @@ def convert(
     failures.unlink(missing_ok=True)  # a run reports its own
 
     size = library.options.size
-    memory = ACTOR_BASE_BYTES + min(library.settings.inference_memory_bytes, size * size * 1500)
+    from .core.engine import BYTES_PER_PIXEL  # torch: in the driver, not in the decode tasks
+
+    largest = size * size * BYTES_PER_PIXEL["fp32"]
+    memory = ACTOR_BASE_BYTES + min(library.settings.inference_memory_bytes, largest)
     dataset = (
         ray.data.read_datasource(Listing(library), override_num_blocks=1, num_cpus=0)
         .map_batches(
