@@ -122,7 +122,13 @@ def start_cluster(*, metrics_report_s: float | None = None) -> str:
         if metrics_report_s is None
         else {"metrics_report_interval_ms": int(metrics_report_s * 1e3)}
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _system_config=system)
+    ray.init(
+        address="local",  # a new one, even where another cluster of this machine is running
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config=system,
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     return f"http://127.0.0.1:{port}"

@@ -250,8 +250,8 @@ def _failed(row: dict[str, Any], error: AnimeGANError) -> None:
 
 
 def write_atomically(target: Path, body: bytes, partial: Path) -> None:
-    """`body` into `target`, written to `partial` first: `target` never holds part of it."""
-    partial.mkdir(parents=True, exist_ok=True)
+    """`body` into `target`, written to `partial` first: `target` never holds part of it.
+    `partial` is the driver's to make and remove: once it is gone, a write fails."""
     temporary = partial / f"{uuid.uuid4().hex}{target.suffix}"
     try:
         temporary.write_bytes(body)
@@ -259,6 +259,18 @@ def write_atomically(target: Path, body: bytes, partial: Path) -> None:
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def clear_partial(partial: Path) -> None:
+    """Remove `partial` and what is in it. Renamed first: a pool actor still finishing a call
+    after a Ctrl-C (Ray Data drops its handle; it ends when the call does) finds no folder to
+    write in, so no file can appear in it while it is removed."""
+    doomed = partial.with_name(f"{partial.name}-{uuid.uuid4().hex}")  # hidden: never listed
+    try:
+        os.rename(partial, doomed)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -313,8 +325,9 @@ def convert(
     says so."""
     context = ray.data.DataContext.get_current()
     context.target_max_block_size = 64 * 1024  # small blocks stream: a file's pixels are one
-    library.target.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(library.target / PARTIAL, ignore_errors=True)  # an interrupted run's
+    partial = library.target / PARTIAL
+    clear_partial(partial)  # what a run killed outright left
+    partial.mkdir(parents=True)
     failures = library.target / FAILURES
     failures.unlink(missing_ok=True)  # a run reports its own
 
@@ -351,11 +364,11 @@ def convert(
                     report.first_s = report.first_s or report.last_s
                 _count(report, row, failed)
                 on_row(row)
-    except KeyboardInterrupt:  # Ray Data has killed the pool by now
+    except KeyboardInterrupt:
         report.interrupted = True
     finally:
         report.elapsed_s = time.perf_counter() - start
-        shutil.rmtree(library.target / PARTIAL, ignore_errors=True)
+        clear_partial(partial)
         if failures.exists() and failures.stat().st_size == 0:
             failures.unlink()
     return report

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +19,10 @@ import pytest
 from PIL import Image
 from pydantic import SecretStr
 
-from benchmarks.common import start_cluster, stop_cluster, wait_healthy
+from benchmarks.common import free_port, start_cluster, stop_cluster, wait_healthy
 from deployments.core.settings import OFFICIAL_STYLES, Settings
 from deployments.core.weights import write_seeded
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PHOTOS = ROOT.parent / "shared" / "photos"
@@ -119,10 +123,61 @@ CLUSTER_MODULES = ("test_serve_", "test_page")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark what needs a Ray cluster or the browser, so `pytest -m "not cluster"` runs the rest."""
+    """Mark what needs a Ray cluster or the browser, so `pytest -m "not cluster"` runs the rest,
+    and run the rest first: tests/multinode.py runs beside them (see `two_nodes`)."""
     for item in items:
         if item.path.name.startswith(CLUSTER_MODULES):
             item.add_marker(pytest.mark.cluster)
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)  # stable
+
+
+class TwoNodes:
+    """tests/multinode.py in a process of its own (a process holds one Ray cluster, and it runs
+    a two-node one), with the redis-server it is given."""
+
+    def __init__(self, weights_dir: Path, folder: Path) -> None:
+        self.redis = RedisServer(folder).start()
+        self.stdout, self.stderr = folder / "stdout", folder / "stderr"
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            arguments = [str(weights_dir), str(free_port()), self.redis.url()]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.multinode", *arguments],
+                cwd=ROOT,
+                stdout=out,
+                stderr=err,
+            )
+
+    def wait(self) -> None:
+        self.process.wait(timeout=540)
+
+    def report(self) -> dict:
+        """Its findings: the JSON on its last line."""
+        self.wait()
+        assert self.process.returncode == 0, self.stderr.read_text()[-4000:]
+        return json.loads(self.stdout.read_text().strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.redis.kill()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def two_nodes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TwoNodes | None]:
+    """tests/multinode.py, started with the session when its tests are to run: it runs beside
+    the tests that need no cluster (they come first), and the session's cluster waits for it
+    to end (a `ray.init()` beside its cluster would join it)."""
+    if not any(item.path.name == "test_serve_multinode.py" for item in request.session.items):
+        yield None
+        return
+    weights_dir = request.getfixturevalue("seeded_weights_dir")
+    two_nodes = TwoNodes(weights_dir, tmp_path_factory.mktemp("multinode"))
+    try:
+        yield two_nodes
+    finally:
+        two_nodes.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -153,11 +208,13 @@ SERVICE_ARGS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def service(seeded_weights_dir: Path) -> Iterator[Service]:
+def service(seeded_weights_dir: Path, two_nodes: TwoNodes | None) -> Iterator[Service]:
     from ray import serve
 
     from deployments.app import APP_NAME, from_config
 
+    if two_nodes is not None:
+        two_nodes.wait()
     url = start_cluster(metrics_report_s=1.0)
     try:
         app = from_config(

@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deployments.convert import Library, Report, decode_batch, listing, write_atomically
+from deployments.convert import (
+    Library,
+    Report,
+    clear_partial,
+    decode_batch,
+    listing,
+    write_atomically,
+)
 from deployments.core import pipeline
 from deployments.core.cache_key import cache_key
 from deployments.core.imaging import Cut
@@ -90,6 +97,7 @@ def decode(library: Library, *rows: tuple[str, str]) -> list[dict]:
         "code": np.array([""] * len(rows), dtype=object),
         "message": np.array([""] * len(rows), dtype=object),
     }
+    (library.target / ".partial").mkdir(parents=True, exist_ok=True)  # as the driver does
     out = decode_batch(batch, library)
     return [dict(zip(out, values, strict=True)) for values in zip(*out.values(), strict=True)]
 
@@ -150,19 +158,24 @@ def test_a_result_already_in_redis_is_written_instead_of_computed(
     assert warm["state"] == "cached" and warm["pixels"] == b""
     assert (library.target / "warm.png").read_bytes() == stored.body
     assert cold["state"] == "todo" and cold["pixels"]  # a miss: decoded for the pool
-    assert not (library.target / ".partial").exists() or not any(
-        (library.target / ".partial").iterdir()
-    )
+    assert list((library.target / ".partial").iterdir()) == []
 
 
 def test_an_atomic_write_leaves_a_whole_file_or_none(tmp_path: Path) -> None:
     partial = tmp_path / ".partial"
+    partial.mkdir()
     write_atomically(tmp_path / "a" / "b.png", b"whole", partial)
     assert (tmp_path / "a" / "b.png").read_bytes() == b"whole"
     (tmp_path / "file").write_bytes(b"")
     with pytest.raises(OSError):  # its folder would be a file
         write_atomically(tmp_path / "file" / "c.png", b"never", partial)
     assert list(partial.iterdir()) == []
+    (partial / "left.png").write_bytes(b"half")  # as a killed writer leaves it
+    clear_partial(partial)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "a", tmp_path / "file"]
+    with pytest.raises(FileNotFoundError):  # a late writer after a Ctrl-C writes nothing
+        write_atomically(tmp_path / "a" / "d.png", b"late", partial)
+    assert not (tmp_path / "a" / "d.png").exists()
 
 
 def test_the_report_gives_the_pace_after_the_start_up() -> None:

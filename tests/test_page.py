@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,8 @@ def test_a_photo_comes_back_stylized_then_from_the_cache(page: Page, photo_file:
     expect(page.locator("#cache")).to_have_text("miss", timeout=60_000)
     width = page.eval_on_selector("#after", "img => img.complete && img.naturalWidth")
     assert width == 256
-    expect(page.locator("#took")).to_contain_text("ms")
+    # A miss soon after the cluster starts can take over a second here: either unit is shown.
+    expect(page.locator("#took")).to_have_text(re.compile(r"^(\d+ ms|\d+\.\d s)$"))
     expect(page.locator("#download")).to_have_attribute("download", "street-paprika.png")
 
     stylize(page)

@@ -3,42 +3,18 @@ both, one sharded cache and Redis for both, and a node lost."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from redis import Redis
 
-from benchmarks.common import free_port
-from tests.conftest import ROOT
-from tests.redis_server import RedisServer
+from tests.conftest import TwoNodes
 
 pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
-def report(seeded_weights_dir: Path, redis_server: RedisServer) -> dict:
-    """tests/multinode.py's findings (it runs its own cluster, so in its own process)."""
-    arguments = [str(seeded_weights_dir), str(free_port()), redis_server.url()]
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.multinode", *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=540,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def report(two_nodes: TwoNodes) -> dict:
+    """tests/multinode.py's findings (started with the session: see conftest's `two_nodes`)."""
+    return two_nodes.report()
 
 
 def test_model_replicas_run_on_both_nodes(report: dict) -> None:
@@ -59,8 +35,8 @@ def test_losing_the_worker_node_leaves_the_service_answering(report: dict) -> No
     assert report["after_worker_loss"] == [200] * 4
 
 
-def test_every_result_reached_redis(report: dict, redis_server: RedisServer) -> None:
-    keys = Redis.from_url(redis_server.url()).keys("animegan:v1:*")
+def test_every_result_reached_redis(report: dict, two_nodes: TwoNodes) -> None:
+    keys = Redis.from_url(two_nodes.redis.url()).keys("animegan:v1:*")
     warmed = len(report["converted"]["good"]) - len(report["converted"]["interrupted"]["results"])
     # convert's second run, the service's results before the node was lost, its one answer
     # for a picture of convert's first run, and its results after.
@@ -76,7 +52,8 @@ def test_a_ctrl_c_stops_convert_leaving_only_whole_results(report: dict) -> None
     assert "interrupted" in interrupted["last_lines"][-1]
     # Some results, not all; every one decoded whole (tests/multinode.py opens each).
     assert 0 < len(interrupted["results"]) < len(report["converted"]["good"])
-    assert not interrupted["partial_left"]
+    assert interrupted["partial_left"] == []
+    assert interrupted["results_later"] == interrupted["results"]
 
 
 def test_convert_writes_every_picture_under_its_own_name_and_skips_the_done(report: dict) -> None:
