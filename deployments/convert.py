@@ -321,7 +321,7 @@ def convert(
     on_row: Callable[[dict[str, Any]], None] = lambda row: None,
 ) -> Report:
     """Run the pipeline on the connected Ray cluster with `actors` pool actors; failures go to
-    DST/failures.jsonl as they arrive. A Ctrl-C stops it (Ray Data kills the pool): the report
+    DST/failures.jsonl as they arrive. A Ctrl-C stops it (see `clear_partial`): the report
     says so."""
     context = ray.data.DataContext.get_current()
     context.target_max_block_size = 64 * 1024  # small blocks stream: a file's pixels are one
