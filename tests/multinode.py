@@ -142,7 +142,7 @@ def asked_of_service(url: str, converted: dict[str, Any]) -> dict[str, Any]:
     second_run = [name for name in converted["second"]["results"] if name not in first_run]
     answers = {}
     picks = {"first": sorted(first_run)[:1], "second": second_run[:1]}  # none: a test says why
-    for which, result in ((which, names[0]) for which, names in picks.items() if names):
+    for which, result in ((which, name) for which, names in picks.items() for name in names):
         upload = (source / result).with_suffix(".jpg").read_bytes()
         answer = httpx.post(
             f"{url}/v1/stylize",
