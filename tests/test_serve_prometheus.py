@@ -30,7 +30,7 @@ PROMETHEUS = "/usr/bin/prometheus"
 @pytest.fixture(scope="module")
 def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Prometheus on a free port with ops/prometheus.yml pointed at this cluster's metrics
-    endpoint, every second, and ops/alerts.yml with no `for:` (a test cannot wait minutes)."""
+    endpoint, every 5 s, and ops/alerts.yml with no `for:` (a test cannot wait minutes)."""
     import ray
 
     node = ray._private.worker._global_node
@@ -42,7 +42,13 @@ def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> It
             rule["for"] = "0s"
     (folder / "alerts.yml").write_text(yaml.safe_dump(rules))
     config = yaml.safe_load((OPS / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    # By the suite's end the endpoint serves ~5 MB (every app's replicas' series) in over a
+    # second: a 1 s scrape would time out on it, and the target would read as down.
+    config["global"] = {
+        "scrape_interval": "5s",
+        "scrape_timeout": "5s",
+        "evaluation_interval": "1s",
+    }
     config["rule_files"] = [str(folder / "alerts.yml")]
     (job,) = config["scrape_configs"]
     del job["file_sd_configs"]  # Ray's discovery file lists this node's endpoint; pinned here
@@ -68,7 +74,10 @@ def prometheus(service: Service, tmp_path_factory: pytest.TempPathFactory) -> It
         process.wait(timeout=30)
 
 
-def eventually(check: Callable[[], Any], timeout_s: float = 60) -> Any:
+def eventually(
+    check: Callable[[], Any], timeout_s: float = 60, why: Callable[[], Any] = lambda: None
+) -> Any:
+    """`check()`'s first true value within `timeout_s`; `why()` says what was seen when none."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -77,7 +86,7 @@ def eventually(check: Callable[[], Any], timeout_s: float = 60) -> Any:
             found = None
         if found:
             return found
-        assert time.monotonic() < deadline, "not within the time allowed"
+        assert time.monotonic() < deadline, ("not within the time allowed", why())
         time.sleep(0.5)
 
 
@@ -92,10 +101,18 @@ def requests(outcome: str, status: int, route: str = "stylize") -> str:
     return f"ray_animegan_requests_total{{{labels}}}"
 
 
+def ray_target(prometheus: str) -> dict[str, Any]:
+    """Prometheus's view of the Ray target: health, last error, how long the last scrape took."""
+    answer = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()
+    targets = answer["data"]["activeTargets"]  # none until the configuration is loaded
+    keys = ("health", "lastError", "lastScrapeDuration")
+    return {key: target[key] for target in targets for key in keys} or {"health": "unknown"}
+
+
 def test_counters_move_by_the_traffic_sent(service: Service, prometheus: str) -> None:
     from ray import serve
 
-    eventually(lambda: total(prometheus, 'up{job="ray"}') == 1)
+    eventually(lambda: ray_target(prometheus)["health"] == "up", why=lambda: ray_target(prometheus))
     watched = {
         "miss": requests("miss", 200),
         "hit": requests("hit", 200),
@@ -150,7 +167,7 @@ def test_an_overload_fires_the_shedding_alert(crowd: str, prometheus: str, tmp_p
     assert 503 in statuses and set(statuses) <= {200, 503, 504}
     # A counter's series appears with its first value, and rate() cannot see the rise to it:
     # the first overload makes the series, the second is the rise the alert sees.
-    eventually(lambda: total(prometheus, shed) > 0)
+    eventually(lambda: total(prometheus, shed) > 0, why=lambda: ray_target(prometheus))
     idle(crowd)
     statuses = asyncio.run(flood(9500, 120))  # ~100 refusals: over 0.2 a second in 5 min
     assert statuses.count(503) > 60 and set(statuses) <= {200, 503, 504}
