@@ -12,8 +12,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from benchmarks.common import ROOT, start_cluster, stop_cluster, wait_healthy
+
+T = TypeVar("T")
 
 
 def machine_cpu_s() -> float:
@@ -22,10 +25,12 @@ def machine_cpu_s() -> float:
     return sum(int(fields[i]) for i in (0, 1, 2, 5, 6)) / 100
 
 
-def timed(label: str, step: Callable[[], object]) -> None:
+def timed(label: str, step: Callable[[], T]) -> T:
+    """`step()`'s result, its wall and CPU seconds printed."""
     cpu, start = machine_cpu_s(), time.perf_counter()
-    step()
+    result = step()
     print(f"{label}: {time.perf_counter() - start:.1f} s, {machine_cpu_s() - cpu:.1f} CPU-s")
+    return result
 
 
 def main() -> None:
@@ -34,13 +39,11 @@ def main() -> None:
     from deployments.app import APP_NAME, from_config
     from deployments.core.settings import OFFICIAL_STYLES, Settings
     from deployments.core.weights import write_seeded
-    from tests.conftest import SERVICE_ARGS, deploy_side_app
-    from tests.conftest import Service as Deployed
+    from tests.conftest import SERVICE_ARGS, Service, deploy_side_app
 
     weights_dir = Path(tempfile.mkdtemp())
     write_seeded(weights_dir, list(OFFICIAL_STYLES))
-    urls: list[str] = []
-    timed("cluster and Serve", lambda: urls.append(start_cluster(metrics_report_s=1.0)))
+    url = timed("cluster and Serve", lambda: start_cluster(metrics_report_s=1.0))
     try:
         for name, adaptive in (("app, with its batch curve", True), ("app, no curve", False)):
             app = from_config(
@@ -49,7 +52,7 @@ def main() -> None:
                 **{**SERVICE_ARGS, "adaptive_batching": adaptive},
             )
             timed(name, functools.partial(serve.run, app, name=APP_NAME, route_prefix="/"))
-            wait_healthy(urls[0] + "/healthz")
+            wait_healthy(url + "/healthz")
             timed("its delete", lambda: serve.delete(APP_NAME))
         settings = Settings(
             precision="fp32",
@@ -58,7 +61,7 @@ def main() -> None:
             adaptive_batching=False,
             max_batch_size=1,
         )
-        service = Deployed(urls[0], weights_dir)
+        service = Service(url, weights_dir)
         timed("a side app", lambda: deploy_side_app(service, "side", settings))
         timed("its delete", lambda: serve.delete("side"))
     finally:
